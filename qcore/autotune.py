@@ -1,0 +1,135 @@
+"""Timing of kernel candidates on the requested shape, cached per hardware fingerprint.
+
+The cache lives in ``$QCORE_CACHE_DIR`` (default ``~/.cache/qcore``), one JSON
+file per hardware fingerprint, so timings never cross machines. A file that
+cannot be read or parsed, or that belongs to another fingerprint, is ignored
+and rewritten on the next save; writes go to a temporary file then rename.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from qcore.hardware import HardwareProfile
+from qcore.kernels import KernelImpl, KernelRequest, LinearWeights
+
+log = logging.getLogger(__name__)
+
+CACHE_VERSION = 1
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("QCORE_CACHE_DIR") or Path.home() / ".cache" / "qcore")
+
+
+class TimingCache:
+    """Seconds per call, keyed by kernel, request and version, for one hardware fingerprint."""
+
+    def __init__(self, hardware: HardwareProfile, directory: Path | None = None) -> None:
+        self.fingerprint = hardware.fingerprint
+        self.path = (directory or cache_dir()) / f"autotune-{self.fingerprint}.json"
+        self._entries: dict[str, float] = self._read()
+
+    def _read(self) -> dict[str, float]:
+        try:
+            data = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError) as exc:
+            log.warning("ignoring unreadable autotune cache %s (%s); it will be rewritten", self.path, exc)
+            return {}
+        ok = (
+            isinstance(data, dict)
+            and data.get("version") == CACHE_VERSION
+            and data.get("fingerprint") == self.fingerprint
+            and isinstance(data.get("timings"), dict)
+        )
+        if not ok:
+            log.warning("ignoring autotune cache %s: wrong format or fingerprint; it will be rewritten", self.path)
+            return {}
+        return {k: float(v) for k, v in data["timings"].items() if isinstance(v, (int, float))}
+
+    def get(self, key: str) -> float | None:
+        return self._entries.get(key)
+
+    def put(self, key: str, seconds: float) -> None:
+        self._entries[key] = seconds
+        self._write()
+
+    def _write(self) -> None:
+        payload = {"version": CACHE_VERSION, "fingerprint": self.fingerprint, "timings": self._entries}
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".autotune-", suffix=".tmp")
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                json.dump(payload, fh, indent=0, sort_keys=True)
+            os.replace(tmp, self.path)
+        except OSError as exc:
+            log.warning("could not write autotune cache %s: %s", self.path, exc)
+
+
+def cache_key(kernel: KernelImpl, request: KernelRequest) -> str:
+    version = kernel.provider.version if kernel.provider and kernel.provider.version else "-"
+    subject = request.scheme.to_dict() if request.scheme else request.spec.to_dict()  # type: ignore[union-attr]
+    return json.dumps([kernel.id, version, request.op, subject, request.shape, request.device], sort_keys=True)
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_call(fn: Callable[[], Any], device: str, *, budget_s: float = 0.25, max_reps: int = 25,
+              give_up_s: float | None = None) -> float:
+    """Median seconds per call after a warm-up call; stops early past `give_up_s` for one call."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    first = time.perf_counter() - start
+    if give_up_s is not None and first > give_up_s:
+        return first
+    samples: list[float] = []
+    deadline = time.perf_counter() + budget_s
+    while len(samples) < max_reps and (len(samples) < 3 or time.perf_counter() < deadline):
+        start = time.perf_counter()
+        fn()
+        _sync(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def benchmark_inputs(request: KernelRequest, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic N(0,1) activations (M, K) and weight (N, K) for a linear request."""
+    assert request.shape is not None and len(request.shape) == 3
+    m, k, n = request.shape
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(m, k, generator=gen).to(request.device)
+    w = torch.randn(n, k, generator=gen).to(request.device)
+    return x, w
+
+
+def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Callable[..., LinearWeights]
+              ) -> Callable[[], Any]:
+    """A zero-argument callable running `kernel` once on synthetic data for `request`."""
+    if request.op == "linear":
+        x, w = benchmark_inputs(request)
+        assert kernel.prepare is not None
+        prepared = kernel.prepare(quantize_weights(request.scheme, w, x))
+        return lambda: kernel.fn(prepared, x)
+    assert request.spec is not None and request.shape is not None
+    gen = torch.Generator().manual_seed(0)
+    t = torch.randn(*request.shape, generator=gen).to(request.device)
+    if request.op == "quantize":
+        return lambda: kernel.fn(t, request.spec)
+    raise NotImplementedError(f"timing of {request.op} kernels is not supported; rank them by priority")

@@ -1,0 +1,215 @@
+"""Kernel descriptors and the tensors that cross the kernel boundary.
+
+Every backend implements the same ops with the same signatures, on torch
+tensors of the device the kernel claims:
+
+=============  ===============================================================
+op             callable signature
+=============  ===============================================================
+quantize       ``fn(x, spec, scale=None, zero_point=None) -> QTensor``
+               qparams computed from ``x`` (min-max over the granularity) when
+               ``scale`` is None. Raises NonFiniteError on NaN/Inf in ``x``.
+dequantize     ``fn(q: QTensor) -> Tensor`` (float32)
+pack_weight    ``fn(q: QTensor) -> PackedTensor`` (canonical storage, see below)
+unpack_weight  ``fn(p: PackedTensor) -> QTensor``
+linear         ``prepare(w: LinearWeights) -> Any`` once per layer, then
+               ``fn(prepared, x) -> Tensor`` per call: ``x`` float (..., K),
+               result float32 (..., N); the activation spec is applied inside.
+=============  ===============================================================
+
+Canonical qparam shapes (what ``QTensor.scale``/``zero_point`` hold) for ``x``
+of shape S: tensor ``()``; channel ``(S[axis],)``; token ``S[:-1]``; group
+``(*S[:-1], S[-1] // group_size)``. Scales are float32, zero-points int32.
+
+Canonical packing: codes narrower than a byte are packed along the last axis,
+``8 // bits`` codes a byte, the first code in the lowest bits (int4: low nibble
+first); a signed code is stored as its two's complement field (binary: bit 1 is
++1, bit 0 is -1); a last axis that does not fill the final byte is padded with 0.
+Other formats are stored unchanged.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import torch
+
+from qcore.errors import SpecError
+from qcore.spec import QuantScheme, QuantSpec
+
+OPS: tuple[str, ...] = ("quantize", "dequantize", "pack_weight", "unpack_weight", "linear")
+
+
+@attrs.frozen(eq=False)
+class QTensor:
+    """Integer (or low-precision float) codes plus the qparams that give them meaning.
+
+    `codes` has the shape of the original tensor, dtype int8 for signed integer
+    formats, uint8 for unsigned ones, the torch float dtype for float formats.
+    """
+
+    codes: torch.Tensor
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    spec: QuantSpec
+
+    @property
+    def shape(self) -> torch.Size:
+        return self.codes.shape
+
+
+@attrs.frozen(eq=False)
+class PackedTensor:
+    """Codes in canonical storage form (see module docstring) with their qparams."""
+
+    data: torch.Tensor
+    shape: tuple[int, ...]
+    scale: torch.Tensor
+    zero_point: torch.Tensor
+    spec: QuantSpec
+
+
+@attrs.frozen(eq=False)
+class LinearWeights:
+    """Everything a linear kernel's `prepare` needs for one layer.
+
+    `weight` is the (N, K) weight quantized with `scheme.weights` (None when
+    the scheme leaves weights float: then `float_weight` is set). `act_scale` and
+    `act_zero_point` are the calibrated qparams of static activation specs.
+    """
+
+    scheme: QuantScheme
+    weight: QTensor | None
+    bias: torch.Tensor | None = None
+    act_scale: torch.Tensor | None = None
+    act_zero_point: torch.Tensor | None = None
+    float_weight: torch.Tensor | None = None
+
+    @property
+    def out_features(self) -> int:
+        w = self.weight.codes if self.weight is not None else self.float_weight
+        assert w is not None
+        return w.shape[0]
+
+    @property
+    def in_features(self) -> int:
+        w = self.weight.codes if self.weight is not None else self.float_weight
+        assert w is not None
+        return w.shape[1]
+
+
+@attrs.frozen
+class KernelRequest:
+    """What the matcher asks a kernel: can you run `op` for this scheme/spec, shape and device?
+
+    For `linear`, `scheme` is set and `shape` is (M, K, N). For the tensor ops,
+    `spec` is set and `shape` is the tensor's shape (or None: any shape).
+    """
+
+    op: str
+    device: str = "cpu"
+    scheme: QuantScheme | None = None
+    spec: QuantSpec | None = None
+    shape: tuple[int, ...] | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if self.op not in OPS:
+            raise SpecError(f"unknown op {self.op!r}; known: {', '.join(OPS)}")
+        if self.op == "linear" and self.scheme is None:
+            raise SpecError("a linear request needs a scheme")
+        if self.op != "linear" and self.spec is None:
+            raise SpecError(f"a {self.op} request needs a spec")
+
+    @property
+    def subject(self) -> str:
+        """The scheme name, or the spec described, for messages."""
+        if self.scheme is not None:
+            return self.scheme.name
+        assert self.spec is not None
+        return self.spec.describe()
+
+
+@attrs.frozen
+class Support:
+    """A kernel's answer to a request: ok, or not with the reason why."""
+
+    ok: bool
+    reason: str = ""
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+
+YES = Support(True)
+
+
+def no(reason: str) -> Support:
+    return Support(False, reason)
+
+
+@attrs.frozen
+class Provider:
+    """Which plugin (and distribution) provided a descriptor."""
+
+    plugin: str
+    distribution: str | None = None
+    version: str | None = None
+
+    def describe(self) -> str:
+        if self.distribution is None:
+            return self.plugin
+        return f"{self.plugin} ({self.distribution} {self.version})"
+
+
+def _check_op(_inst: Any, _attr: Any, value: str) -> None:
+    if value not in OPS:
+        raise SpecError(f"unknown op {value!r}; known: {', '.join(OPS)}")
+
+
+def _check_nonempty(_inst: Any, attr: attrs.Attribute, value: str) -> None:
+    if not value or not isinstance(value, str) or "/" in value:
+        raise SpecError(f"KernelImpl.{attr.name} must be a non-empty string without '/', got {value!r}")
+
+
+@attrs.frozen
+class KernelImpl:
+    """One implementation of one op by one backend.
+
+    `supports(request, hardware)` answers whether this kernel can run a request
+    on this machine and, if not, why; it must be cheap and never raise.
+    `priority` ranks candidates when nothing may be measured (higher first).
+    `prepare` is required for `linear` kernels and absent otherwise.
+    """
+
+    backend: str = attrs.field(validator=_check_nonempty)
+    name: str = attrs.field(validator=_check_nonempty)
+    op: str = attrs.field(validator=_check_op)
+    fn: Callable[..., Any]
+    supports: Callable[[KernelRequest, Any], Support]
+    devices: tuple[str, ...] = ("cpu",)
+    priority: int = 0
+    prepare: Callable[[LinearWeights], Any] | None = None
+    description: str = ""
+    provider: Provider | None = None
+
+    def __attrs_post_init__(self) -> None:
+        if (self.op == "linear") != (self.prepare is not None):
+            raise SpecError(f"kernel {self.id}: `prepare` is required for linear kernels and only for them")
+
+    @property
+    def id(self) -> str:
+        """Unique name across every plugin: ``backend/name``."""
+        return f"{self.backend}/{self.name}"
+
+    def check(self, request: KernelRequest, hardware: Any) -> Support:
+        """`supports`, plus the checks every kernel shares (op, device), never raising."""
+        if request.op != self.op:
+            return no(f"implements {self.op}, not {request.op}")
+        if request.device not in self.devices:
+            return no(f"runs on {', '.join(self.devices)}, not {request.device}")
+        try:
+            return self.supports(request, hardware)
+        except Exception as exc:  # a plugin bug must not break matching
+            return no(f"supports() raised {type(exc).__name__}: {exc}")

@@ -1,0 +1,69 @@
+"""The ops as plain functions: each call goes to the kernel the matcher ranks first by priority.
+
+These are what the core itself uses to quantize weights, pack them for
+storage and compute static activation qparams. Every conforming backend gives
+the same codes, so the choice here only affects speed.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+
+from qcore.kernels import KernelImpl, KernelRequest, LinearWeights, PackedTensor, QTensor
+from qcore.matcher import AUTO, Matcher
+from qcore.plugins import get_manager
+from qcore.spec import QuantScheme, QuantSpec
+
+
+@functools.lru_cache(maxsize=256)
+def _kernel(op: str, device: str, spec: QuantSpec, backend: str, manager_id: int) -> KernelImpl:
+    return Matcher(measure=False).select(KernelRequest(op, device, spec=spec), backend=backend).chosen
+
+
+def kernel_for(op: str, device: str | torch.device, spec: QuantSpec, backend: str = AUTO) -> KernelImpl:
+    """The kernel the core uses for a tensor op (priority-ranked, cached per process and manager)."""
+    return _kernel(op, torch.device(device).type, spec, backend, id(get_manager()))
+
+
+def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None,
+             zero_point: torch.Tensor | None = None, *, backend: str = AUTO) -> QTensor:
+    return kernel_for("quantize", x.device, spec, backend).fn(x, spec, scale, zero_point)
+
+
+def dequantize(q: QTensor, *, backend: str = AUTO) -> torch.Tensor:
+    return kernel_for("dequantize", q.codes.device, q.spec, backend).fn(q)
+
+
+def pack_weight(q: QTensor, *, backend: str = AUTO) -> PackedTensor:
+    return kernel_for("pack_weight", q.codes.device, q.spec, backend).fn(q)
+
+
+def unpack_weight(p: PackedTensor, *, backend: str = AUTO) -> QTensor:
+    return kernel_for("unpack_weight", p.data.device, p.spec, backend).fn(p)
+
+
+def linear_weights(scheme: QuantScheme, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
+                   act_scale: torch.Tensor | None = None, act_zero_point: torch.Tensor | None = None,
+                   sample: torch.Tensor | None = None) -> LinearWeights:
+    """Quantize a float (N, K) weight for `scheme`.
+
+    Static activation qparams come from `act_scale`/`act_zero_point` or, when
+    absent, from a min-max over `sample` (what autotuning uses).
+    """
+    qweight = quantize(weight.detach().float(), scheme.weights) if scheme.weights is not None else None
+    act = scheme.input_activations
+    if act is not None and act.info.scaled and not act.dynamic and act_scale is None:
+        if sample is None:
+            raise ValueError(f"scheme {scheme.name!r} has static activations: give act_scale or a sample")
+        q = quantize(sample.detach().float(), act)
+        act_scale, act_zero_point = q.scale, q.zero_point
+    return LinearWeights(
+        scheme=scheme,
+        weight=qweight,
+        bias=None if bias is None else bias.detach().float(),
+        act_scale=act_scale,
+        act_zero_point=act_zero_point,
+        float_weight=None if qweight is not None else weight.detach().float(),
+    )
