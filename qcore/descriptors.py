@@ -9,7 +9,6 @@ import attrs
 
 from qcore.errors import SpecError
 from qcore.kernels import Provider
-from qcore.spec import QuantSpec
 
 
 def _check_name(_inst: Any, attr: attrs.Attribute, value: str) -> None:
@@ -40,7 +39,7 @@ class BackendInfo:
 
 @attrs.frozen
 class ObserverImpl:
-    """A named observer. `factory(spec)` returns a fresh observer for one tensor.
+    """A named observer. `factory(spec, **options)` returns a fresh observer for one tensor.
 
     An observer has ``observe(x: Tensor) -> None`` (called once per calibration
     batch) and ``qparams() -> (scale, zero_point)`` in the canonical shapes of
@@ -48,6 +47,6 @@ class ObserverImpl:
     """
 
     name: str = attrs.field(validator=_check_name)
-    factory: Callable[[QuantSpec], Any]
+    factory: Callable[..., Any]
     description: str = ""
     provider: Provider | None = None

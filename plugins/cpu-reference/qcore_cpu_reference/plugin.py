@@ -1,0 +1,1 @@
+"""Hook implementations of cpu-reference (filled in below)."""

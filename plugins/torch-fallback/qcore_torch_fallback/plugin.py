@@ -1,0 +1,1 @@
+"""Hook implementations of torch-fallback (filled in below)."""

@@ -1,0 +1,1 @@
+"""qcore backend plugin triton-gpu."""
