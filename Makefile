@@ -29,9 +29,20 @@ test: venv
 demo: $(VENV)/.demo
 	$(PY) -m qcore.demo
 
+BENCH_ARGS := -p no:cacheprovider -o addopts= -q --benchmark-only --benchmark-columns=min,median,rounds \
+	--benchmark-max-time=0.5 --benchmark-min-rounds=5
+FINGERPRINT = $(shell $(PY) -c "from qcore.hardware import detect; print(detect().fingerprint)")
+
 bench: venv
-	$(PY) -m pytest bench -p no:cacheprovider --benchmark-only --benchmark-columns=min,median,rounds -q
-	$(PY) -m bench.report
+	mkdir -p .benchmarks bench/results
+	$(PY) -m pytest bench/test_linear.py $(BENCH_ARGS) --benchmark-json=.benchmarks/linear.json
+	$(PY) bench/report.py --json .benchmarks/linear.json --title "qcore linear, CPU" \
+		--out bench/results/linear-cpu-$(FINGERPRINT).md
+	if [ -f bench/test_minilm.py ] && [ -f $(VENV)/.demo ]; then \
+		$(PY) -m pytest bench/test_minilm.py $(BENCH_ARGS) --benchmark-json=.benchmarks/minilm.json && \
+		$(PY) bench/report.py --json .benchmarks/minilm.json --targets none --title "qcore MiniLM end to end, CPU" \
+			--out bench/results/minilm-cpu-$(FINGERPRINT).md; \
+	fi
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -164,10 +164,10 @@ class Matcher:
             info = backends.get(kernel.backend)
             if info is not None and not info.available:
                 support = Support(False, f"backend unavailable: {info.reason}")
-            elif info is not None and request.device not in (info.devices or kernel.devices):
-                support = Support(False, f"backend {kernel.backend} has no {request.device} device here")
             else:
                 support = kernel.check(request, self.hardware)
+                if support.ok and info is not None and request.device not in (info.devices or kernel.devices):
+                    support = Support(False, f"backend {kernel.backend} found no {request.device} device here")
             (ok if support.ok else rejected).append(Candidate(kernel, support))
         return ok, rejected
 
