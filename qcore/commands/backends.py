@@ -7,6 +7,7 @@ import argparse
 from rich.console import Console
 from rich.table import Table
 
+from qcore.commands import make_console
 from qcore.hardware import detect
 from qcore.kernels import KernelRequest
 from qcore.matcher import Matcher, Selection
@@ -38,7 +39,7 @@ def _shape(text: str) -> tuple[int, int, int]:
 
 
 def run(args: argparse.Namespace) -> int:
-    console = Console()
+    console = make_console()
     manager = get_manager()
     if args.explain:
         scheme = manager.scheme(args.explain)
