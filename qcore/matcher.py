@@ -6,9 +6,9 @@ reason. The rest are ranked by time measured on the request's shape on this
 machine (cached per hardware fingerprint, see `qcore.autotune`), or by their
 declared priority when measuring is off. A pinned backend is preferred; when
 it cannot serve, the matcher falls back to the best other kernel and says so,
-unless `strict`, which turns any fallback into an error. In `strict` mode a
-kernel flagged as a slow generic path (`KernelImpl.priority < 0`) is a
-fallback too.
+unless `strict`, which turns any fallback into an error. A kernel with a
+negative priority is a slow generic path (the reference oracle): it is a
+candidate only when nothing else can run, and `strict` forbids it then too.
 """
 
 from __future__ import annotations
@@ -190,6 +190,13 @@ class Matcher:
                     raise NoKernelError(fallback_reason + "; strict forbids falling back")
             else:
                 ok = pinned
+        if any(not c.is_fallback for c in ok):
+            rejected.extend(
+                Candidate(c.kernel, Support(False, "slow fallback; used only when nothing else can run"))
+                for c in ok
+                if c.is_fallback
+            )
+            ok = [c for c in ok if not c.is_fallback]
         if not ok:
             raise NoKernelError(
                 f"no kernel can run {request.op} {request.subject} on {request.device}"
