@@ -5,6 +5,7 @@ separately, found through the ``qcore`` entry points) say how to run it fast;
 the capability matcher chooses per layer and explains its choice.
 """
 
+from qcore.api import QuantState, convert, plan, prepare_qat, quantize, state_of
 from qcore.descriptors import BackendInfo, ObserverImpl
 from qcore.errors import (
     NoKernelError,
@@ -27,8 +28,11 @@ from qcore.kernels import (
     QTensor,
     Support,
 )
+from qcore.io import CheckpointError, load, read_metadata, save
 from qcore.matcher import Matcher, Plan, Selection
+from qcore.nn import FakeQuantLinear, QuantLinear
 from qcore.plugins import PluginManager, get_manager
+from qcore.recipe import Recipe, RecipeError, load_recipe
 from qcore.spec import DTYPES, PRESETS, QuantScheme, QuantSpec
 
 __version__ = "0.1.0"
@@ -38,6 +42,8 @@ __all__ = [
     "OPS",
     "PRESETS",
     "BackendInfo",
+    "CheckpointError",
+    "FakeQuantLinear",
     "HardwareProfile",
     "KernelImpl",
     "KernelRequest",
@@ -52,15 +58,28 @@ __all__ = [
     "PluginError",
     "PluginManager",
     "QTensor",
+    "QuantLinear",
+    "QuantState",
     "QcoreError",
     "QuantScheme",
     "QuantSpec",
+    "Recipe",
+    "RecipeError",
     "Selection",
     "ShapeError",
     "SpecError",
     "Support",
     "UnknownNameError",
+    "convert",
     "detect_hardware",
     "get_manager",
     "hookimpl",
+    "load",
+    "load_recipe",
+    "plan",
+    "prepare_qat",
+    "quantize",
+    "read_metadata",
+    "save",
+    "state_of",
 ]
