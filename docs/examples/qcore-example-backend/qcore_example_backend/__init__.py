@@ -1,0 +1,1 @@
+"""qcore-example-backend: a minimal third-party qcore backend (see docs/plugins.md)."""
