@@ -7,24 +7,28 @@ the same codes, so the choice here only affects speed.
 
 from __future__ import annotations
 
-import functools
+import weakref
 
 import torch
 
 from qcore.kernels import KernelImpl, KernelRequest, LinearWeights, PackedTensor, QTensor
 from qcore.matcher import AUTO, Matcher
-from qcore.plugins import get_manager
+from qcore.plugins import PluginManager, get_manager
 from qcore.spec import QuantScheme, QuantSpec
 
 
-@functools.lru_cache(maxsize=256)
-def _kernel(op: str, device: str, spec: QuantSpec, backend: str, manager_id: int) -> KernelImpl:
-    return Matcher(measure=False).select(KernelRequest(op, device, spec=spec), backend=backend).chosen
+_chosen: weakref.WeakKeyDictionary[PluginManager, dict[tuple, KernelImpl]] = weakref.WeakKeyDictionary()
 
 
 def kernel_for(op: str, device: str | torch.device, spec: QuantSpec, backend: str = AUTO) -> KernelImpl:
-    """The kernel the core uses for a tensor op (priority-ranked, cached per process and manager)."""
-    return _kernel(op, torch.device(device).type, spec, backend, id(get_manager()))
+    """The kernel the core uses for a tensor op (priority-ranked, remembered per plugin manager)."""
+    manager = get_manager()
+    memo = _chosen.setdefault(manager, {})
+    key = (op, torch.device(device).type, spec, backend)
+    if key not in memo:
+        request = KernelRequest(op, key[1], spec=spec)
+        memo[key] = Matcher(manager, measure=False).select(request, backend=backend).chosen
+    return memo[key]
 
 
 def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None,
