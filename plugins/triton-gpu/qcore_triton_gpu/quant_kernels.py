@@ -1,0 +1,118 @@
+"""Triton kernels for the tensor ops: quantize, dequantize, pack/unpack 4-bit codes.
+
+Every granularity is one flat elementwise kernel: for a contiguous tensor the
+qparam of flat element f is ``(f // inner) % nq`` (tensor: inner = numel, nq = 1;
+channel: inner = prod(S[axis+1:]), nq = S[axis]; token: inner = S[-1];
+group: inner = group_size), in the canonical qparam order of `qcore.kernels`.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from qcore_triton_gpu.tuning import pruner
+
+MODE_INT = tl.constexpr(0)
+MODE_BINARY = tl.constexpr(1)
+MODE_FLOAT = tl.constexpr(2)
+
+ROUND_LIMIT = tl.constexpr(1048576.0)
+"""|quotients| are clamped here before rounding: exact for `rne`, and far outside every code range."""
+
+_ELEMENTWISE = [triton.Config({"BLOCK": 1024}, num_warps=4), triton.Config({"BLOCK": 4096}, num_warps=8)]
+
+
+@triton.jit
+def rne(v):
+    """Round half to even (torch.round), without libdevice so the interpreter runs it too.
+
+    Exact for |v| < 2**22 in float32 and 2**51 in float64: ``v + 0.5`` is then exact.
+    """
+    r = tl.floor(v + 0.5)
+    tie = (r - v) == 0.5
+    odd = tl.floor(r * 0.5) * 2.0 != r
+    return tl.where(tie & odd, r - 1.0, r)
+
+
+@triton.jit
+def round_to_float(v, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr):
+    """Round float32 `v` (already clamped to ±fmax) half-to-even onto a float format's grid.
+
+    The grid spacing around `v` is 2**(max(e, MIN_EXP) - MANT_BITS), e the
+    exponent of `v` (subnormals share the smallest normal spacing); scaling by
+    its inverse is exact, so `rne` sees the exact quotient. The result is exactly
+    representable, so the final cast to fp8 rounds nothing: this does not rely
+    on the conversion instruction's rounding (the interpreter's is not half-to-even).
+    """
+    bits = v.to(tl.int32, bitcast=True)
+    log_step = tl.maximum(((bits >> 23) & 0xFF) - 127, MIN_EXP) - MANT_BITS
+    step = ((log_step + 127) << 23).to(tl.float32, bitcast=True)
+    inverse = ((127 - log_step) << 23).to(tl.float32, bitcast=True)  # multiply: fp32 `/` may be approximate
+    r = rne(tl.abs(v) * inverse) * step
+    return tl.where(bits < 0, -r, r)  # the sign survives rounding to zero, as in a hardware conversion
+
+
+@triton.autotune(configs=_ELEMENTWISE, key=["size_bucket"], prune_configs_by=pruner("x_ptr"))
+@triton.jit
+def quantize_kernel(x_ptr, scale_ptr, zp_ptr, out_ptr, numel, inner, nq, size_bucket,
+                    QMIN: tl.constexpr, QMAX: tl.constexpr, MODE: tl.constexpr,
+                    FMAX: tl.constexpr, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr, BLOCK: tl.constexpr):
+    """Codes per docs/numerics.md: the quotient in float64, rounded half-to-even, zero-point added, clamped."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    x = tl.load(x_ptr + offs, mask=mask, other=0.0)
+    qi = (offs // inner) % nq
+    if MODE == MODE_BINARY:
+        q = tl.where(x >= 0, 1, -1)
+    else:
+        s = tl.load(scale_ptr + qi, mask=mask, other=1.0)
+        v = x.to(tl.float64) / s.to(tl.float64)
+        if MODE == MODE_FLOAT:
+            q = round_to_float(tl.clamp(v.to(tl.float32), -FMAX, FMAX), MANT_BITS, MIN_EXP)
+        else:
+            zp = tl.load(zp_ptr + qi, mask=mask, other=0)
+            r = rne(tl.clamp(v, -ROUND_LIMIT, ROUND_LIMIT)) + zp.to(tl.float64)
+            q = tl.clamp(r, QMIN, QMAX)
+    tl.store(out_ptr + offs, q.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+@triton.autotune(configs=_ELEMENTWISE, key=["size_bucket"], prune_configs_by=pruner("q_ptr"))
+@triton.jit
+def dequantize_kernel(q_ptr, scale_ptr, zp_ptr, out_ptr, numel, inner, nq, size_bucket, BLOCK: tl.constexpr):
+    """float32((q - zero_point) * scale): the difference is exact in float32, so one rounding, as the contract says."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    qi = (offs // inner) % nq
+    q = tl.load(q_ptr + offs, mask=mask).to(tl.float32)
+    s = tl.load(scale_ptr + qi, mask=mask, other=1.0)
+    zp = tl.load(zp_ptr + qi, mask=mask, other=0).to(tl.float32)
+    tl.store(out_ptr + offs, (q - zp) * s, mask=mask)
+
+
+@triton.autotune(configs=_ELEMENTWISE, key=["size_bucket"], prune_configs_by=pruner("codes_ptr"))
+@triton.jit
+def pack4_kernel(codes_ptr, out_ptr, n_bytes, row_len, row_bytes, size_bucket, BLOCK: tl.constexpr):
+    """Two 4-bit codes a byte along the last axis, low nibble first; an odd last axis is padded with 0."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < n_bytes
+    k = (offs % row_bytes) * 2
+    src = (offs // row_bytes) * row_len + k
+    lo = tl.load(codes_ptr + src, mask=mask, other=0).to(tl.int32)
+    hi = tl.load(codes_ptr + src + 1, mask=mask & (k + 1 < row_len), other=0).to(tl.int32)
+    tl.store(out_ptr + offs, ((lo & 0xF) | ((hi & 0xF) << 4)).to(tl.uint8), mask=mask)
+
+
+@triton.autotune(configs=_ELEMENTWISE, key=["size_bucket"], prune_configs_by=pruner("packed_ptr"))
+@triton.jit
+def unpack4_kernel(packed_ptr, out_ptr, numel, row_len, row_bytes, size_bucket,
+                   SIGNED: tl.constexpr, BLOCK: tl.constexpr):
+    """Inverse of `pack4_kernel`; signed nibbles are sign-extended from two's complement."""
+    offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
+    mask = offs < numel
+    k = offs % row_len
+    byte = tl.load(packed_ptr + (offs // row_len) * row_bytes + k // 2, mask=mask, other=0).to(tl.int32)
+    code = (byte >> ((k % 2) * 4).to(tl.int32)) & 0xF
+    if SIGNED:
+        code = (code ^ 8) - 8
+    tl.store(out_ptr + offs, code.to(out_ptr.dtype.element_ty), mask=mask)

@@ -1,0 +1,154 @@
+"""Host side of the tensor ops: validate, compute qparams with `qcore.qparams`, launch the Triton kernels.
+
+These functions take tensors of any device, so the same code runs the
+compiled kernels on CUDA and the Triton interpreter on CPU.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+
+from qcore.errors import ShapeError, SpecError
+from qcore.kernels import PackedTensor, QTensor
+from qcore.qparams import binary_scale, canonical_axis, check_finite, qparams_from_range, reduce_minmax
+from qcore.spec import QuantSpec
+from qcore_triton_gpu import quant_kernels as K
+from qcore_triton_gpu.support import PACK_DTYPES, spec_shape_problem
+from qcore_triton_gpu.tuning import bucket
+
+
+FLOAT_GRIDS: dict[str, tuple[int, int]] = {"fp8_e4m3": (3, -6), "fp8_e5m2": (2, -14)}
+"""Stored mantissa bits and smallest normal exponent of each fp8 format."""
+
+
+def qparam_shape(shape: torch.Size, spec: QuantSpec) -> tuple[int, ...]:
+    """The canonical qparam shape for a tensor of `shape` (see qcore.kernels)."""
+    if spec.granularity == "tensor":
+        return ()
+    if spec.granularity == "channel":
+        return (shape[canonical_axis(spec, len(shape))],)
+    if spec.granularity == "token":
+        return tuple(shape[:-1])
+    assert spec.group_size is not None
+    return (*shape[:-1], shape[-1] // spec.group_size)
+
+
+def flat_layout(shape: torch.Size, spec: QuantSpec) -> tuple[int, int]:
+    """(inner, nq): the qparam of flat element f of a contiguous tensor is ``(f // inner) % nq``."""
+    numel = max(1, math.prod(shape))
+    if spec.granularity == "tensor":
+        return numel, 1
+    if spec.granularity == "channel":
+        axis = canonical_axis(spec, len(shape))
+        return max(1, math.prod(shape[axis + 1:])), shape[axis]
+    if spec.granularity == "token":
+        return max(1, shape[-1]), max(1, numel // max(1, shape[-1]))
+    assert spec.group_size is not None
+    return spec.group_size, max(1, numel // spec.group_size)
+
+
+def codes_dtype(spec: QuantSpec) -> torch.dtype:
+    return getattr(torch, spec.info.torch_dtype)
+
+
+def _grid(n: int):  # type: ignore[no-untyped-def]
+    return lambda meta: (triton.cdiv(n, meta["BLOCK"]),)
+
+
+def _given_qparams(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor,
+                   zero_point: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
+    want = qparam_shape(x.shape, spec)
+    scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
+    zp = torch.zeros(want, dtype=torch.int32, device=x.device) if zero_point is None else \
+        torch.as_tensor(zero_point, dtype=torch.int32, device=x.device)
+    for name, t in (("scale", scale), ("zero_point", zp)):
+        if tuple(t.shape) != want:
+            raise ShapeError(f"{name} has shape {tuple(t.shape)}; {spec.describe()} of a tensor "
+                             f"{tuple(x.shape)} needs {want}")
+    return scale.contiguous(), zp.contiguous()
+
+
+def compute_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """Min-max qparams of finite float32 `x` per the contract (exact: torch reductions + float64 arithmetic)."""
+    if spec.dtype == "binary":
+        scale = binary_scale(x, spec)
+        return scale, torch.zeros_like(scale, dtype=torch.int32)
+    lo, hi = reduce_minmax(x, spec)
+    return qparams_from_range(lo, hi, spec)
+
+
+def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None,
+             zero_point: torch.Tensor | None = None) -> QTensor:
+    """The `quantize` op: NaN/Inf rejected before any launch, qparams min-max unless given, codes on the GPU."""
+    x = x.detach().to(torch.float32).contiguous()
+    problem = spec_shape_problem(spec, tuple(x.shape))
+    if problem:
+        raise ShapeError(problem + f" (shape {tuple(x.shape)})")
+    check_finite(x)
+    if scale is None:
+        scale, zp = compute_qparams(x, spec)
+    else:
+        scale, zp = _given_qparams(x, spec, scale, zero_point)
+    scale, zp = scale.contiguous(), zp.contiguous()
+    codes = torch.empty(x.shape, dtype=codes_dtype(spec), device=x.device)
+    if x.numel():
+        info = spec.info
+        mode = K.MODE_BINARY if spec.dtype == "binary" else K.MODE_FLOAT if info.is_float else K.MODE_INT
+        qmin, qmax = spec.qrange
+        inner, nq = flat_layout(x.shape, spec)
+        mant_bits, min_exp = FLOAT_GRIDS.get(spec.dtype, (0, 0))
+        K.quantize_kernel[_grid(x.numel())](
+            x, scale, zp, codes, x.numel(), inner, nq, bucket(x.numel(), 1 << 30),
+            QMIN=qmin, QMAX=qmax, MODE=mode.value, FMAX=float(info.fmax), MANT_BITS=mant_bits, MIN_EXP=min_exp,
+        )
+    return QTensor(codes=codes, scale=scale, zero_point=zp, spec=spec)
+
+
+def dequantize(q: QTensor) -> torch.Tensor:
+    """The `dequantize` op: float32((codes - zero_point) * scale)."""
+    codes = q.codes.contiguous()
+    out = torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
+    if codes.numel():
+        inner, nq = flat_layout(codes.shape, q.spec)
+        scale = q.scale.to(device=codes.device, dtype=torch.float32).contiguous()
+        zp = q.zero_point.to(device=codes.device, dtype=torch.int32).contiguous()
+        K.dequantize_kernel[_grid(codes.numel())](codes, scale, zp, out, codes.numel(), inner, nq,
+                                                  bucket(codes.numel(), 1 << 30))
+    return out
+
+
+def _check_packable(spec: QuantSpec) -> None:
+    if spec.dtype not in PACK_DTYPES:
+        raise SpecError(f"triton-gpu packs only 4-bit codes ({', '.join(PACK_DTYPES)}), not {spec.dtype}")
+
+
+def pack4(codes: torch.Tensor) -> torch.Tensor:
+    """(..., K) 4-bit codes → (..., ceil(K / 2)) uint8, the canonical storage."""
+    codes = codes.contiguous()
+    row_len = codes.shape[-1] if codes.ndim else 1
+    row_bytes = (row_len + 1) // 2
+    out = torch.empty((*codes.shape[:-1], row_bytes), dtype=torch.uint8, device=codes.device)
+    if out.numel():
+        K.pack4_kernel[_grid(out.numel())](codes, out, out.numel(), row_len, row_bytes, bucket(out.numel(), 1 << 30))
+    return out
+
+
+def pack_weight(q: QTensor) -> PackedTensor:
+    _check_packable(q.spec)
+    return PackedTensor(data=pack4(q.codes), shape=tuple(q.codes.shape), scale=q.scale,
+                        zero_point=q.zero_point, spec=q.spec)
+
+
+def unpack_weight(p: PackedTensor) -> QTensor:
+    _check_packable(p.spec)
+    shape = tuple(p.shape)
+    row_len = shape[-1] if shape else 1
+    data = p.data.contiguous()
+    codes = torch.empty(shape, dtype=codes_dtype(p.spec), device=data.device)
+    if codes.numel():
+        K.unpack4_kernel[_grid(codes.numel())](data, codes, codes.numel(), row_len, (row_len + 1) // 2,
+                                               bucket(codes.numel(), 1 << 30), SIGNED=p.spec.info.signed)
+    return QTensor(codes=codes, scale=p.scale, zero_point=p.zero_point, spec=p.spec)

@@ -1,0 +1,394 @@
+"""triton-gpu: registration, support checks, and every kernel under the Triton interpreter vs cpu-reference.
+
+Triton reads TRITON_INTERPRET when a kernel is decorated, i.e. when
+`qcore_triton_gpu.quant_kernels` / `linear_kernels` are imported. The `tg`
+fixture sets the variable, imports those modules fresh, and on teardown
+restores the environment and forgets the interpreted modules, so nothing else
+in the same pytest process sees interpreted kernels or the variable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import subprocess
+import sys
+import types
+import zlib
+from collections.abc import Iterator
+
+import attrs
+import pytest
+import torch
+
+import qcore
+from qcore.hardware import CudaDevice, detect
+from qcore.kernels import KernelRequest, LinearWeights
+from qcore.matcher import Matcher
+from qcore.metrics import sqnr
+from qcore.spec import PRESETS, QuantSpec
+
+BACKEND = "triton-gpu"
+KERNEL_MODULES = ("qcore_triton_gpu.quant_kernels", "qcore_triton_gpu.linear_kernels",
+                  "qcore_triton_gpu.quantize", "qcore_triton_gpu.linear")
+NO_CUDA = "no CUDA device (torch.cuda.is_available() is False)"
+
+
+def _forget_kernel_modules() -> None:
+    for name in KERNEL_MODULES:
+        sys.modules.pop(name, None)
+
+
+@pytest.fixture(scope="module")
+def tg() -> Iterator[types.SimpleNamespace]:
+    """The launchers (`quantize`, `linear` modules) with interpreted kernels, for CPU tensors."""
+    previous = os.environ.get("TRITON_INTERPRET")
+    os.environ["TRITON_INTERPRET"] = "1"
+    _forget_kernel_modules()
+    try:
+        yield types.SimpleNamespace(
+            quantize=importlib.import_module("qcore_triton_gpu.quantize"),
+            linear=importlib.import_module("qcore_triton_gpu.linear"),
+        )
+    finally:
+        if previous is None:
+            os.environ.pop("TRITON_INTERPRET", None)
+        else:
+            os.environ["TRITON_INTERPRET"] = previous
+        _forget_kernel_modules()
+
+
+def kernel(kernel_id: str) -> qcore.KernelImpl:
+    return qcore.get_manager().kernels()[kernel_id]
+
+
+def ref(op: str) -> qcore.KernelImpl:
+    return kernel(f"cpu-reference/{op}")
+
+
+def gpu_hardware(capability: tuple[int, int] = (9, 0)) -> qcore.HardwareProfile:
+    return attrs.evolve(detect(), cuda=(CudaDevice(0, "fake GPU", capability, 80 << 30),))
+
+
+def assert_same_qtensor(ours: qcore.QTensor, theirs: qcore.QTensor) -> None:
+    assert ours.codes.dtype == theirs.codes.dtype
+    assert ours.codes.shape == theirs.codes.shape
+    if ours.codes.is_floating_point():  # fp8: compare the bit patterns
+        assert torch.equal(ours.codes.view(torch.uint8), theirs.codes.view(torch.uint8))
+    else:
+        assert torch.equal(ours.codes, theirs.codes), (ours.codes != theirs.codes).nonzero()[:5]
+    assert ours.scale.dtype == torch.float32 and ours.zero_point.dtype == torch.int32
+    assert torch.equal(ours.scale, theirs.scale.reshape(ours.scale.shape))
+    assert ours.scale.shape == theirs.scale.shape
+    assert torch.equal(ours.zero_point, theirs.zero_point)
+
+
+# ---------------------------------------------------------------- registration and support (no triton needed)
+
+
+def test_listed_unavailable_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    info = qcore.get_manager().backends()[BACKEND]
+    assert not info.available
+    assert info.reason == NO_CUDA
+    assert info.provider is not None and info.provider.distribution == "qcore-triton-gpu"
+
+
+def test_every_kernel_is_cuda_only() -> None:
+    kernels = [k for k in qcore.get_manager().kernels().values() if k.backend == BACKEND]
+    assert {k.op for k in kernels} == set(qcore.OPS)
+    assert all(k.devices == ("cuda",) for k in kernels)
+
+
+def test_plugin_import_does_not_import_triton() -> None:
+    code = ("import sys, qcore, qcore_triton_gpu.plugin as p; list(p.qcore_kernels()); "
+            "print('triton' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "False"
+
+
+def test_matcher_never_picks_triton_for_cpu() -> None:
+    matcher = Matcher(measure=False)
+    for name in ("w8a8-dynamic", "w8a16", "w4a16", "w4a16-asym"):
+        selection = matcher.select(KernelRequest("linear", "cpu", scheme=PRESETS[name], shape=(1, 256, 32)))
+        assert selection.chosen.backend != BACKEND
+    selection = matcher.select(KernelRequest("quantize", "cpu", spec=QuantSpec("int8")))
+    assert selection.chosen.backend != BACKEND
+
+
+def test_unavailable_backend_is_rejected_with_its_reason_on_cuda_requests() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    matcher = Matcher(measure=False, hardware=gpu_hardware())
+    ok, rejected = matcher.candidates(KernelRequest("linear", "cuda", scheme=PRESETS["w4a16"], shape=(1, 256, 32)))
+    assert not [c for c in ok if c.kernel.backend == BACKEND]
+    reasons = {c.support.reason for c in rejected if c.kernel.backend == BACKEND}
+    assert reasons == {f"backend unavailable: {NO_CUDA}"}
+
+
+@pytest.mark.parametrize(
+    ("kernel_id", "request_", "capability", "reason"),
+    [
+        ("linear-weight-only", KernelRequest("linear", "cuda", scheme=PRESETS["w4a16"], shape=(1, 4096, 11008)),
+         (9, 0), ""),
+        ("linear-weight-only", KernelRequest("linear", "cuda", scheme=PRESETS["w4a16"], shape=(1, 100, 64)),
+         (9, 0), "group_size 128 does not divide in_features 100"),
+        ("linear-weight-only", KernelRequest("linear", "cuda", scheme=PRESETS["w8a16"], shape=(1, 100, 64)),
+         (7, 5), "tf32 tl.dot needs compute capability sm_80+, this GPU is sm_75"),
+        ("linear-weight-only", KernelRequest("linear", "cuda", scheme=PRESETS["w8a8-dynamic"]), (9, 0),
+         "not a weight-only scheme"),
+        ("linear-weight-only", KernelRequest("linear", "cuda", scheme=PRESETS["ternary"]), (9, 0),
+         "weight dtype ternary is not fused (supported: int8, uint8, int4, uint4)"),
+        ("linear-weight-only", KernelRequest("linear", "cuda", scheme=qcore.QuantScheme(
+            "w4g16", QuantSpec("int4", "group", group_size=16))), (9, 0),
+         "group_size 16 is not a multiple of 32 (the dequantization tile)"),
+        ("linear-w8a8", KernelRequest("linear", "cuda", scheme=PRESETS["w8a8-dynamic"], shape=(7, 100, 9)),
+         (8, 0), ""),
+        ("linear-w8a8", KernelRequest("linear", "cuda", scheme=PRESETS["w8a8"]), (8, 6), ""),
+        ("linear-w8a8", KernelRequest("linear", "cuda", scheme=PRESETS["w8a8-dynamic"]), (7, 5),
+         "int8 tl.dot needs compute capability sm_80+, this GPU is sm_75"),
+        ("linear-w8a8", KernelRequest("linear", "cuda", scheme=PRESETS["fp8"]), (9, 0),
+         "weights must be int8 symmetric per output channel, not fp8_e4m3 channel(axis=0) sym static"),
+        ("linear-w8a8", KernelRequest("linear", "cpu", scheme=PRESETS["w8a8-dynamic"]), (9, 0),
+         "runs on cuda, not cpu"),
+        ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp8_e4m3")), (8, 9), ""),
+        ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp8_e4m3")), (8, 0),
+         "fp8_e4m3 needs compute capability sm_89+, this GPU is sm_80"),
+        ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp16")), (9, 0),
+         "fp16 is not a triton-gpu format (supported: int8, uint8, int4, uint4, ternary, binary, fp8_e4m3, "
+         "fp8_e5m2)"),
+        ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("int4", "group", group_size=32),
+                                   shape=(4, 48)), (9, 0), "group_size 32 does not divide the last dimension 48"),
+        ("dequantize", KernelRequest("dequantize", "cuda", spec=QuantSpec("int8", "channel", axis=2),
+                                     shape=(4, 48)), (9, 0), "channel axis 2 is out of range for a 2-d tensor"),
+        ("pack-int4", KernelRequest("pack_weight", "cuda", spec=QuantSpec("ternary")), (9, 0),
+         "triton-gpu packs only 4-bit codes (int4, uint4), not ternary"),
+    ],
+)
+def test_supports_says_precisely_why(kernel_id: str, request_: KernelRequest, capability: tuple[int, int],
+                                     reason: str) -> None:
+    support = kernel(f"{BACKEND}/{kernel_id}").check(request_, gpu_hardware(capability))
+    assert support.ok == (reason == "")
+    assert support.reason == reason
+
+
+def test_supports_without_any_gpu() -> None:
+    request = KernelRequest("quantize", "cuda", spec=QuantSpec("int8"))
+    support = kernel(f"{BACKEND}/quantize").check(request, attrs.evolve(detect(), cuda=()))
+    assert support.reason == "no CUDA device detected"
+
+
+# ---------------------------------------------------------------- quantize / dequantize under the interpreter
+
+SPECS = [
+    QuantSpec("int8"),
+    QuantSpec("int8", symmetric=False),
+    QuantSpec("uint8", symmetric=False),
+    QuantSpec("int8", "channel", axis=0),
+    QuantSpec("uint8", "channel", axis=-1, symmetric=False),
+    QuantSpec("int4", "channel", axis=1),
+    QuantSpec("int8", "token", dynamic=True),
+    QuantSpec("uint4", "token", dynamic=True, symmetric=False),
+    QuantSpec("int4", "group", group_size=4),
+    QuantSpec("uint4", "group", group_size=4, symmetric=False),
+    QuantSpec("int8", "group", group_size=12, symmetric=False),
+    QuantSpec("ternary", "channel", axis=0),
+    QuantSpec("binary", "channel", axis=0),
+    QuantSpec("binary", "group", group_size=4),
+    QuantSpec("fp8_e4m3"),
+    QuantSpec("fp8_e4m3", "token", dynamic=True),
+    QuantSpec("fp8_e5m2", "channel", axis=0),
+]
+
+SHAPES = [(12,), (3, 12), (5, 7, 12), (1, 36)]
+
+
+def _data(kind: str, shape: tuple[int, ...]) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(zlib.crc32(repr((kind, shape)).encode()))  # str hash() varies per run
+    if kind == "normal":
+        return torch.randn(shape, generator=gen)
+    if kind == "zeros":
+        return torch.zeros(shape)
+    if kind == "constant":
+        return torch.full(shape, -0.75)
+    if kind == "wide":  # outliers, tiny values and exact zeros together
+        x = torch.randn(shape, generator=gen) * torch.logspace(-6, 4, shape[-1])
+        return x * (torch.rand(shape, generator=gen) > 0.2)
+    raise ValueError(kind)
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe().replace(" ", "-"))
+@pytest.mark.parametrize("shape", SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("kind", ["normal", "zeros", "constant", "wide"])
+def test_quantize_and_dequantize_equal_reference(tg: types.SimpleNamespace, spec: QuantSpec,
+                                                 shape: tuple[int, ...], kind: str) -> None:
+    x = _data(kind, shape)
+    try:
+        theirs = ref("quantize").fn(x, spec)
+    except qcore.ShapeError:  # e.g. channel axis 1 of a 1-d tensor: both must refuse
+        with pytest.raises(qcore.ShapeError):
+            tg.quantize.quantize(x, spec)
+        return
+    ours = tg.quantize.quantize(x, spec)
+    assert_same_qtensor(ours, theirs)
+    assert torch.equal(tg.quantize.dequantize(ours), ref("dequantize").fn(theirs))
+
+
+@pytest.mark.parametrize("spec", [QuantSpec("int8"), QuantSpec("uint8", symmetric=False), QuantSpec("int4"),
+                                  QuantSpec("uint4", symmetric=False)], ids=lambda s: s.describe())
+def test_ties_round_half_to_even(tg: types.SimpleNamespace, spec: QuantSpec) -> None:
+    x = torch.arange(-8.5, 9.0, 0.5) * 0.25  # with scale 0.25 every other quotient is an exact tie
+    scale = torch.tensor(0.25)
+    zp = torch.tensor(0 if spec.symmetric else 3, dtype=torch.int32)
+    ours = tg.quantize.quantize(x, spec, scale, zp)
+    assert_same_qtensor(ours, ref("quantize").fn(x, spec, scale, zp))
+    qmin, qmax = spec.qrange
+    expected = torch.clamp(torch.round(x / 0.25) + zp, qmin, qmax)
+    assert torch.equal(ours.codes.to(torch.float32), expected)
+
+
+def test_static_qparams_saturate_exactly(tg: types.SimpleNamespace) -> None:
+    spec = QuantSpec("int8", "channel", axis=0)
+    x = torch.tensor([[3.0e38, -3.0e38, 1.0, -1.0], [1e-30, -1e-30, 0.0, 200.0]])
+    scale = torch.tensor([1e-3, 1.0])
+    ours = tg.quantize.quantize(x, spec, scale)
+    assert_same_qtensor(ours, ref("quantize").fn(x, spec, scale))
+    assert ours.codes.tolist() == [[127, -127, 127, -127], [0, 0, 0, 127]]  # never -128 when symmetric
+
+
+def test_fp8_ties_and_saturation(tg: types.SimpleNamespace) -> None:
+    spec = QuantSpec("fp8_e4m3")
+    # 1 + k/16 lies halfway between e4m3 neighbours (spacing 1/8) for odd k; 1e6 saturates to 448.
+    x = torch.tensor([1 + 1 / 16, 1 + 3 / 16, -(1 + 5 / 16), 2**-10, 1e6, -1e6, 0.0, 447.0])
+    ours = tg.quantize.quantize(x, spec, torch.tensor(1.0))
+    assert_same_qtensor(ours, ref("quantize").fn(x, spec, torch.tensor(1.0)))
+    assert ours.codes.float()[:3].tolist() == [1.0, 1.25, -1.25]
+    assert ours.codes.float()[4:6].tolist() == [448.0, -448.0]
+
+
+def test_non_finite_is_an_error_before_launch(tg: types.SimpleNamespace) -> None:
+    x = torch.zeros(2, 8)
+    x[1, 3] = float("nan")
+    x[1, 5] = float("inf")
+    with pytest.raises(qcore.NonFiniteError, match=r"2 non-finite value\(s\); first at index \(1, 3\)"):
+        tg.quantize.quantize(x, QuantSpec("int8"))
+
+
+def test_shape_errors(tg: types.SimpleNamespace) -> None:
+    with pytest.raises(qcore.ShapeError, match="group_size 5 does not divide the last dimension 12"):
+        tg.quantize.quantize(torch.zeros(2, 12), QuantSpec("int4", "group", group_size=5))
+    with pytest.raises(qcore.ShapeError, match=r"scale has shape \(3,\).*needs \(2,\)"):
+        tg.quantize.quantize(torch.zeros(2, 12), QuantSpec("int8", "channel"), torch.ones(3))
+
+
+def test_empty_tensor(tg: types.SimpleNamespace) -> None:
+    q = tg.quantize.quantize(torch.zeros(0, 8), QuantSpec("int8", "token", dynamic=True))
+    assert q.codes.shape == (0, 8) and q.scale.shape == (0,)
+    assert tg.quantize.dequantize(q).shape == (0, 8)
+
+
+@pytest.mark.parametrize("spec", [QuantSpec("int4", "group", group_size=4),
+                                  QuantSpec("uint4", "channel", symmetric=False)], ids=lambda s: s.describe())
+@pytest.mark.parametrize("shape", [(3, 12), (2, 3, 7), (5,)], ids=str)
+def test_pack_unpack_equal_reference(tg: types.SimpleNamespace, spec: QuantSpec, shape: tuple[int, ...]) -> None:
+    if spec.granularity == "group" and shape[-1] % 4:
+        spec = attrs.evolve(spec, granularity="channel", group_size=None)
+    q = ref("quantize").fn(torch.randn(shape), spec)
+    ours = tg.quantize.pack_weight(q)
+    theirs = ref("pack_weight").fn(q)
+    assert ours.data.dtype == torch.uint8 and tuple(ours.shape) == tuple(theirs.shape)
+    assert torch.equal(ours.data, theirs.data.reshape(ours.data.shape))
+    assert torch.equal(tg.quantize.unpack_weight(ours).codes, q.codes)
+
+
+# ---------------------------------------------------------------- linear under the interpreter
+
+LINEAR_SCHEMES = ("w8a8-dynamic", "w8a8", "w8a16", "w4a16", "w4a16-asym")
+
+
+def _layer(name: str, m: int, k: int, n: int, seed: int, bias: bool = True
+           ) -> tuple[LinearWeights, torch.Tensor, torch.Tensor]:
+    """(LinearWeights quantized by cpu-reference, input x, float output x @ W.T + b) on N(0,1) data."""
+    gen = torch.Generator().manual_seed(seed)
+    scheme = PRESETS[name]
+    x = torch.randn(m, k, generator=gen)
+    w = torch.randn(n, k, generator=gen)
+    b = torch.randn(n, generator=gen) if bias else None
+    act_scale = act_zp = None
+    if scheme.needs_calibration:
+        calibrated = ref("quantize").fn(x, scheme.input_activations)
+        act_scale, act_zp = calibrated.scale, calibrated.zero_point
+    lw = LinearWeights(scheme, ref("quantize").fn(w, scheme.weights), b, act_scale, act_zp)
+    return lw, x, x @ w.T + (b if b is not None else 0)
+
+
+def _run(tg: types.SimpleNamespace, lw: LinearWeights, x: torch.Tensor, **kw: int) -> torch.Tensor:
+    if lw.scheme.weight_only:
+        return tg.linear.weight_only_linear(tg.linear.prepare_weight_only(lw), x, **kw)
+    return tg.linear.w8a8_linear(tg.linear.prepare_w8a8(lw), x)
+
+
+@pytest.mark.parametrize("name", LINEAR_SCHEMES)
+@pytest.mark.parametrize(("m", "k", "n"), [(1, 256, 32), (3, 256, 48), (3, 128, 32), (17, 384, 48)],
+                         ids=lambda v: str(v))
+def test_linear_matches_reference(tg: types.SimpleNamespace, name: str, m: int, k: int, n: int) -> None:
+    lw, x, _ = _layer(name, m, k, n, seed=m * k + n, bias=m != 3)
+    ours = _run(tg, lw, x)
+    theirs = ref("linear").fn(ref("linear").prepare(lw), x)
+    assert ours.dtype == torch.float32 and ours.shape == (m, n)
+    assert sqnr(theirs, ours) >= 50.0
+
+
+@pytest.mark.parametrize("splits", [1, 2, 4])
+def test_split_k_partials_sum_to_the_same_result(tg: types.SimpleNamespace, splits: int) -> None:
+    lw, x, _ = _layer("w4a16", 2, 512, 32, seed=7)
+    theirs = ref("linear").fn(ref("linear").prepare(lw), x)
+    assert sqnr(theirs, _run(tg, lw, x, splits=splits)) >= 50.0
+
+
+def test_linear_keeps_leading_dims_and_half_inputs(tg: types.SimpleNamespace) -> None:
+    lw, x, _ = _layer("w4a16", 6, 128, 32, seed=3)
+    x3 = x.reshape(2, 3, 128).half()
+    ours = _run(tg, lw, x3)
+    theirs = ref("linear").fn(ref("linear").prepare(lw), x3.float())
+    assert ours.shape == (2, 3, 32) and sqnr(theirs, ours) >= 50.0
+
+
+def test_linear_is_deterministic(tg: types.SimpleNamespace) -> None:
+    for name in ("w8a8-dynamic", "w4a16"):
+        lw, x, _ = _layer(name, 2, 256, 32, seed=11)
+        assert torch.equal(_run(tg, lw, x), _run(tg, lw, x))
+
+
+# SQNR of the scheme itself vs the float layer, at sizes where the contract's N(0,1) calibration holds.
+FLOAT_THRESHOLDS = {"w8a8-dynamic": 38.0, "w8a8": 38.0, "w8a16": 43.0, "w4a16": 18.0, "w4a16-asym": 19.0}
+
+
+@pytest.mark.parametrize("name", LINEAR_SCHEMES)
+def test_linear_meets_contract_thresholds_vs_float(tg: types.SimpleNamespace, name: str) -> None:
+    lw, x, expected = _layer(name, 16, 128, 64, seed=2024)
+    assert sqnr(expected, _run(tg, lw, x)) >= FLOAT_THRESHOLDS[name]
+
+
+def test_w8a8_rejects_non_finite_activations(tg: types.SimpleNamespace) -> None:
+    lw, x, _ = _layer("w8a8-dynamic", 2, 64, 32, seed=1)
+    x[1, 2] = float("inf")
+    with pytest.raises(qcore.NonFiniteError, match="linear input has 1 non-finite"):
+        _run(tg, lw, x)
+
+
+def test_linear_input_shape_error(tg: types.SimpleNamespace) -> None:
+    lw, _, _ = _layer("w8a16", 1, 64, 32, seed=1)
+    with pytest.raises(qcore.ShapeError, match=r"linear expects input of shape \(\.\.\., 64\), got \(2, 63\)"):
+        _run(tg, lw, torch.zeros(2, 63))
+
+
+def test_split_k_heuristic_is_a_power_of_two_within_k(tg: types.SimpleNamespace) -> None:
+    split_k, span, cpu = tg.linear.split_k, tg.linear.MIN_SPLIT_SPAN, torch.device("cpu")
+    assert split_k(1, 32, 64, cpu) == 1
+    assert split_k(128, 32, 4096, cpu) == 1
+    assert split_k(1, 32, 4096, cpu) > 1
+    for k in (128, 256, 1024, 4096):
+        s = split_k(1, 32, k, cpu)
+        assert s >= 1 and s & (s - 1) == 0 and k // s >= span
