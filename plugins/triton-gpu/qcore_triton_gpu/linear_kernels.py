@@ -25,7 +25,7 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from qcore_triton_gpu.quant_kernels import rne
+from qcore_triton_gpu.quant_kernels import clip, rne
 from qcore_triton_gpu.tuning import pruner
 
 
@@ -91,8 +91,8 @@ def w8a8_kernel(x_ptr, a_scale_ptr, w_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N,
         kk = k0 + offs_k
         k_ok = kk < K
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        v = tl.clamp(tl.math.div_rn(x.to(tl.float32), a_scale[:, None]), -QMAX - 1.0, QMAX + 1.0)
-        q = tl.clamp(rne(v), -QMAX * 1.0, QMAX * 1.0).to(tl.int8)
+        v = clip(tl.math.div_rn(x.to(tl.float32), a_scale[:, None]), -QMAX - 1.0, QMAX + 1.0)
+        q = clip(rne(v), -QMAX * 1.0, QMAX * 1.0).to(tl.int8)
         w = tl.load(w_ptr + offs_n[None, :] * stride_wn + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
         acc = tl.dot(q, w, acc, out_dtype=tl.int32)
     w_scale = tl.load(w_scale_ptr + offs_n, mask=n_ok, other=0.0)

@@ -36,6 +36,12 @@ def rne(v):
 
 
 @triton.jit
+def clip(v, lo, hi):
+    """min(max(v, lo), hi): `tl.clamp` lowers to an NVVM intrinsic that has no float64 form on some Triton versions."""
+    return tl.minimum(tl.maximum(v, lo), hi)
+
+
+@triton.jit
 def round_to_float(v, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr):
     """Round float32 `v` (already clamped to ±fmax) half-to-even onto a float format's grid.
 
@@ -69,11 +75,11 @@ def quantize_kernel(x_ptr, scale_ptr, zp_ptr, out_ptr, numel, inner, nq, size_bu
         s = tl.load(scale_ptr + qi, mask=mask, other=1.0)
         v = x.to(tl.float64) / s.to(tl.float64)
         if MODE == MODE_FLOAT:
-            q = round_to_float(tl.clamp(v.to(tl.float32), -FMAX, FMAX), MANT_BITS, MIN_EXP)
+            q = round_to_float(clip(v.to(tl.float32), -FMAX, FMAX), MANT_BITS, MIN_EXP)
         else:
             zp = tl.load(zp_ptr + qi, mask=mask, other=0)
-            r = rne(tl.clamp(v, -ROUND_LIMIT, ROUND_LIMIT)) + zp.to(tl.float64)
-            q = tl.clamp(r, QMIN, QMAX)
+            r = rne(clip(v, -ROUND_LIMIT, ROUND_LIMIT)) + zp.to(tl.float64)
+            q = clip(r, QMIN, QMAX)
     tl.store(out_ptr + offs, q.to(out_ptr.dtype.element_ty), mask=mask)
 
 
