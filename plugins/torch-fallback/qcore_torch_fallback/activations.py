@@ -1,0 +1,91 @@
+"""What a linear kernel does to its input: row layout, finiteness, and the activation spec.
+
+`ActivationQuant` is built once in `prepare` (static qparams resolved there) so
+that the per-call work is only the quantization the scheme itself demands.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+from qcore.errors import ShapeError, SpecError
+from qcore.kernels import LinearWeights, QTensor
+from qcore.qparams import check_finite, expand
+from qcore.spec import QuantSpec
+from qcore_torch_fallback.codes import dequantize, quantize
+
+
+def as_rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """`x` (..., K) as a finite float32 (M, K) matrix."""
+    if x.ndim == 0 or x.shape[-1] != k:
+        raise ShapeError(f"linear input of shape {tuple(x.shape)} does not end in in_features={k}")
+    rows = x.reshape(-1, k).to(torch.float32)
+    check_finite(rows, "linear input")
+    return rows
+
+
+def finish(y: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """Add the bias and give `y` (M, N) the leading shape of `x`."""
+    if bias is not None:
+        y = y + bias
+    return y.reshape(*x.shape[:-1], y.shape[-1])
+
+
+def bf16_pair(rows: torch.Tensor) -> torch.Tensor:
+    """(2M, K) bf16: the rounded rows, then their rounding errors; the two sum to x within 2^-16 relative.
+
+    Kernels that only take bf16 activations multiply both halves and add them
+    (`fold_pair`), so float activations keep 16 significant bits, not 8.
+    """
+    hi = rows.to(torch.bfloat16)
+    return torch.cat([hi, (rows - hi.to(torch.float32)).to(torch.bfloat16)])
+
+
+def fold_pair(y: torch.Tensor) -> torch.Tensor:
+    """Sum the two halves of a product of `bf16_pair` rows, in float32."""
+    y = y.to(torch.float32)
+    m = y.shape[0] // 2
+    return y[:m] + y[m:]
+
+
+@attrs.frozen(eq=False)
+class ActivationQuant:
+    """The scheme's activation spec with its static qparams, if any (None spec: float activations)."""
+
+    spec: QuantSpec | None
+    scale: torch.Tensor | None = None
+    zero_point: torch.Tensor | None = None
+
+    @classmethod
+    def of(cls, w: LinearWeights, device: torch.device) -> ActivationQuant:
+        spec = w.scheme.input_activations
+        if spec is None or spec.dynamic or not spec.info.scaled:
+            return cls(spec)
+        if w.act_scale is None:
+            raise SpecError(
+                f"scheme {w.scheme.name!r}: static activations ({spec.describe()}) need calibrated act_scale"
+            )
+        if spec.granularity != "tensor":
+            raise ShapeError(f"static activation qparams must be per tensor, not {spec.granularity}")
+        zp = w.act_zero_point if w.act_zero_point is not None else torch.zeros((), dtype=torch.int32)
+        return cls(spec, w.act_scale.to(device, torch.float32).reshape(()), zp.to(device, torch.int32).reshape(()))
+
+    def quantize(self, rows: torch.Tensor) -> QTensor:
+        assert self.spec is not None
+        return quantize(rows, self.spec, self.scale, self.zero_point)
+
+    def fake_quant(self, rows: torch.Tensor) -> torch.Tensor:
+        """A = dequantize(quantize(x)): what the reference multiplies."""
+        return rows if self.spec is None else dequantize(self.quantize(rows))
+
+    def codes(self, rows: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(C, r) with A = C * r exactly: C the zero-point-free codes in `dtype`, r the (M, 1) or () scale."""
+        q = self.quantize(rows)
+        if not self.spec.info.scaled:
+            return q.codes.to(dtype), None
+        scale = expand(q.scale, self.spec, q.codes.shape)
+        if self.spec.symmetric:
+            return q.codes.to(dtype), scale
+        zp = expand(q.zero_point, self.spec, q.codes.shape)
+        return (q.codes.to(torch.int32) - zp).to(dtype), scale
