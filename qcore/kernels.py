@@ -40,6 +40,7 @@ from qcore.errors import SpecError
 from qcore.spec import QuantScheme, QuantSpec
 
 OPS: tuple[str, ...] = ("quantize", "dequantize", "pack_weight", "unpack_weight", "linear")
+ACCUMULATIONS: tuple[str, ...] = ("int32", "float32", "bfloat16")
 
 
 @attrs.frozen(eq=False)
@@ -181,6 +182,10 @@ class KernelImpl:
     on this machine and, if not, why; it must be cheap and never raise.
     `priority` ranks candidates when nothing may be measured (higher first).
     `prepare` is required for `linear` kernels and absent otherwise.
+    `accumulation` says how a linear kernel sums products, which sets how close
+    the conformance kit holds it to the exact int64 result: "int32" (integer
+    accumulation, exact up to the float32 rescale), "float32", or "bfloat16"
+    (an op whose output is rounded to bfloat16).
     """
 
     backend: str = attrs.field(validator=_check_nonempty)
@@ -192,6 +197,7 @@ class KernelImpl:
     priority: int = 0
     prepare: Callable[[LinearWeights], Any] | None = None
     description: str = ""
+    accumulation: str = attrs.field(default="float32", validator=attrs.validators.in_(ACCUMULATIONS))
     provider: Provider | None = None
 
     def __attrs_post_init__(self) -> None:

@@ -37,7 +37,7 @@ class Tolerances:
     dequantize_sqnr_db: dict[str, float]
     linear_float_sqnr_db: dict[str, float]
     linear_reference_sqnr_db: float
-    accumulation_rel: float
+    accumulation_rel: dict[str, float]
     accumulation_k: tuple[int, ...]
 
     @classmethod
@@ -46,7 +46,7 @@ class Tolerances:
             dequantize_sqnr_db={str(k): float(v) for k, v in data["dequantize_sqnr_db"].items()},
             linear_float_sqnr_db={str(k): float(v) for k, v in data["linear_sqnr_db"]["float"].items()},
             linear_reference_sqnr_db=float(data["linear_sqnr_db"]["reference"]),
-            accumulation_rel=float(data["accumulation"]["rel"]),
+            accumulation_rel={str(k): float(v) for k, v in data["accumulation"]["rel"].items()},
             accumulation_k=tuple(int(k) for k in data["accumulation"]["k"]),
         )
 

@@ -23,6 +23,9 @@ ASYM_ACT = QuantScheme(
 SCHEMES: tuple[QuantScheme, ...] = (*(PRESETS[n] for n in ("w8a8", "w8a8-dynamic", "w8a16", "w4a16", "w4a16-asym")),
                                     ASYM_ACT)
 SHAPE = (16, 512, 64)
+FLOAT_SHAPE = (16, 128, 64)
+"""The float-quality thresholds of docs/numerics.md hold for the reference itself at this K (one int4
+group of 128); at larger K the weight range grows and int8 weight-only falls below 43 dB even there."""
 
 
 def _granularity(scheme: QuantScheme) -> str:
@@ -42,7 +45,7 @@ def _setup(env: Env, scheme: QuantScheme, shape: tuple[int, int, int]) -> tuple[
 
 def _sqnr_float(scheme: QuantScheme, threshold: float) -> Body:
     def body(env: Env) -> str:
-        weights, x, exact = _setup(env, scheme, SHAPE)
+        weights, x, exact = _setup(env, scheme, FLOAT_SHAPE)
         return f"{at_least_db('output vs float x @ W.T + b', exact, env.linear(weights, x), threshold):.2f} dB"
     return body
 
@@ -83,9 +86,10 @@ def _accumulation(scheme: QuantScheme, k: int) -> Body:
         exact = (a_int @ w_int.T).double() * scales
         bound = (a_int.abs() @ w_int.abs().T).double() * scales
         got = env.linear(weights, x)
-        rel = data.tolerances().accumulation_rel
-        within(f"K={k} extreme codes vs exact int64 accumulation (bound {rel:.3g} x sum |products|)", exact, got,
-               rel * bound)
+        kind = env.kernel.accumulation
+        rel = data.tolerances().accumulation_rel[kind]
+        within(f"K={k} extreme codes vs exact int64 accumulation ({kind} accumulation: bound {rel:.3g} x "
+               "sum |products|)", exact, got, rel * bound)
     return body
 
 

@@ -54,7 +54,7 @@ def qcore_kernels() -> Iterator[KernelImpl]:
     )
     yield KernelImpl(
         BACKEND, "linear-w8a8-dp4a", "linear", fn=_lazy("linear", "linear_w8a8"),
-        prepare=_lazy("linear", "prepare_w8a8"), supports=support.w8a8, devices=CUDA, priority=5,
+        prepare=_lazy("linear", "prepare_w8a8"), supports=support.w8a8, devices=CUDA, priority=5, accumulation="int32",
         description="per-token int8 activations, __dp4a int8 GEMM with int32 accumulation, fused rescale + bias",
     )
     yield KernelImpl(

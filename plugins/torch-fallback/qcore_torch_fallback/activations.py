@@ -17,10 +17,10 @@ from qcore_torch_fallback.codes import dequantize, quantize
 
 
 def as_rows(x: torch.Tensor, k: int) -> torch.Tensor:
-    """`x` (..., K) as a finite float32 (M, K) matrix."""
+    """`x` (..., K) as a finite, contiguous float32 (M, K) matrix (elementwise ops keep a view's strides)."""
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear input of shape {tuple(x.shape)} does not end in in_features={k}")
-    rows = x.reshape(-1, k).to(torch.float32)
+    rows = x.reshape(-1, k).to(torch.float32).contiguous()
     check_finite(rows, "linear input")
     return rows
 

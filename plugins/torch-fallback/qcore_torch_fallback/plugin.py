@@ -51,12 +51,12 @@ def tensor_kernels() -> Iterator[KernelImpl]:
 def linear_kernels() -> Iterator[KernelImpl]:
     yield KernelImpl(
         BACKEND, "fbgemm-qdq", "linear", fn=linear_fbgemm.run, prepare=linear_fbgemm.prepare,
-        supports=linear_fbgemm.supports, priority=40,
+        supports=linear_fbgemm.supports, priority=40, accumulation="int32",
         description="fbgemm int8 GEMM (int32 accumulation) with our activation qparams; VNNI/AMX CPUs only",
     )
     yield KernelImpl(
         BACKEND, "int-mm", "linear", fn=linear_cuda.run, prepare=linear_cuda.prepare_int_mm,
-        supports=linear_cuda.supports_int_mm, devices=("cuda",), priority=40,
+        supports=linear_cuda.supports_int_mm, devices=("cuda",), priority=40, accumulation="int32",
         description="torch._int_mm int8×int8→int32, scales applied in float32 (M > 16)",
     )
     yield KernelImpl(
@@ -66,18 +66,18 @@ def linear_kernels() -> Iterator[KernelImpl]:
     )
     yield KernelImpl(
         BACKEND, "int4pack-cuda", "linear", fn=linear_int4pack.run, prepare=linear_int4pack.prepare_cuda,
-        supports=linear_int4pack.supports_cuda, devices=("cuda",), priority=30,
+        supports=linear_int4pack.supports_cuda, devices=("cuda",), priority=30, accumulation="bfloat16",
         description="tinygemm int4 group kernel; activations rounded to bf16 (16-bit), bf16 scales (sm_80+)",
     )
     yield KernelImpl(
         BACKEND, "int8pack", "linear", fn=linear_int8pack.run, prepare=linear_int8pack.prepare,
-        supports=linear_int8pack.supports, priority=30,
+        supports=linear_int8pack.supports, priority=30, accumulation="bfloat16",
         description="aten._weight_int8pack_mm: activation codes exact in bf16, output rounded to bf16; "
         "weight-only schemes round float activations to bf16 (16-bit)",
     )
     yield KernelImpl(
         BACKEND, "int4pack", "linear", fn=linear_int4pack.run, prepare=linear_int4pack.prepare_cpu,
-        supports=linear_int4pack.supports_cpu, priority=30,
+        supports=linear_int4pack.supports_cpu, priority=30, accumulation="bfloat16",
         description="aten._weight_int4pack_mm_for_cpu; activations rounded to bf16 (16-bit), bf16 scales",
     )
     yield KernelImpl(

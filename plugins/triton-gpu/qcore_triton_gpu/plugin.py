@@ -34,9 +34,9 @@ def _lazy(module: str, name: str) -> Callable[..., Any]:
 @hookimpl
 def qcore_kernels() -> Iterator[KernelImpl]:
     def kernel(name: str, op: str, fn: Callable[..., Any], supports: Callable[..., Any], description: str,
-               prepare: Callable[..., Any] | None = None) -> KernelImpl:
+               prepare: Callable[..., Any] | None = None, accumulation: str = "float32") -> KernelImpl:
         return KernelImpl(BACKEND, name, op, fn=fn, supports=supports, devices=("cuda",), priority=PRIORITY,
-                          prepare=prepare, description=description)
+                          prepare=prepare, description=description, accumulation=accumulation)
 
     yield kernel("quantize", "quantize", _lazy("quantize", "quantize"), support.supports_quantize,
                  "elementwise codes for every granularity; float64 quotient, half-to-even; qparams via qcore.qparams")
@@ -48,7 +48,7 @@ def qcore_kernels() -> Iterator[KernelImpl]:
                  "4-bit codes from bytes, sign-extended for int4")
     yield kernel("linear-w8a8", "linear", _lazy("linear", "w8a8_linear"), support.supports_w8a8,
                  "int8 activation quantization fused into an int8 tl.dot (int32 accumulation), per-token x "
-                 "per-channel rescale, bias", prepare=_lazy("linear", "prepare_w8a8"))
+                 "per-channel rescale, bias", prepare=_lazy("linear", "prepare_w8a8"), accumulation="int32")
     yield kernel("linear-weight-only", "linear", _lazy("linear", "weight_only_linear"), support.supports_weight_only,
                  "int8/int4 weights (4-bit packed) dequantized per group/channel inside a tf32 GEMM; split-K for "
                  "small M (decoding)", prepare=_lazy("linear", "prepare_weight_only"))
