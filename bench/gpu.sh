@@ -31,13 +31,14 @@ step() {
     local name=$1 limit=$2 start rc
     shift 2
     start=$(date +%s)
-    echo "=== $name: $*" | tee -a "$LOG"
-    timeout "$limit" "$@" 2>&1 | tee -a "$LOG" ${TEE:+"$TEE"} >/dev/null
+    local log=${STEPLOG:-$LOG}
+    echo "=== $name: $*" | tee -a "$log"
+    timeout "$limit" "$@" 2>&1 | tee -a "$log" ${TEE:+"$TEE"} >/dev/null
     rc=$?
     if [ $rc -eq 0 ]; then
         note "PASS  $name ($(( $(date +%s) - start )) s)"
     else
-        [ $rc -eq 124 ] && echo "(timed out after ${limit} s)" >>"$LOG"
+        [ $rc -eq 124 ] && echo "(timed out after ${limit} s)" >>"$log"
         note "FAIL  $name (exit $rc, $(( $(date +%s) - start )) s; see log.txt)"
         FAILED=1
     fi
@@ -78,31 +79,42 @@ if [ "$INSTALLED" != "yes" ]; then
         --no-index -q -e . -e plugins/cpu-reference -e plugins/torch-fallback -e plugins/triton-gpu -e plugins/cupy-cuda
 fi
 
-step "qcore backends" 120 "${CLI[@]}" backends
-TEE="$OUT/gpu-tests.txt" step "GPU tests (pytest -m gpu tests/gpu)" 240 \
-    "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider
+step "qcore backends" 60 "${CLI[@]}" backends
+
+# Correctness first, three processes side by side on the one GPU (each its own log, merged after);
+# the benchmark runs alone afterwards so nothing else competes for the device while it is timed.
+PARALLEL=$(mktemp -d)
+STEPLOG="$PARALLEL/tests.log" TEE="$OUT/gpu-tests.txt" step "GPU tests (pytest -m gpu tests/gpu)" 150 \
+    "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider &
 for backend in triton-gpu cupy-cuda; do
-    REPORT=$(mktemp -d)
-    step "conformance $backend" 240 "${CLI[@]}" conformance "$backend" --device cuda --report "$REPORT"
-    cp "$REPORT/conformance.md" "$OUT/conformance-$backend.md" 2>/dev/null || note "      (no conformance.md in the report of $backend)"
-    grep -m1 -E "passed|failed" "$OUT/conformance-$backend.md" 2>/dev/null | sed 's/^/      /' | tee -a "$SUMMARY"
+    (
+        REPORT=$(mktemp -d)
+        STEPLOG="$PARALLEL/$backend.log" step "conformance $backend" 150 \
+            "${CLI[@]}" conformance "$backend" --device cuda --report "$REPORT"
+        cp "$REPORT/conformance.md" "$OUT/conformance-$backend.md" 2>/dev/null \
+            || note "      (no conformance.md in the report of $backend)"
+        grep -m1 -E "passed|failed" "$OUT/conformance-$backend.md" 2>/dev/null | sed 's/^/      /' | tee -a "$SUMMARY"
+    ) &
 done
-step "benchmark linear on cuda" 420 "$PY" -m pytest bench/test_gpu_linear.py -q -rs -p no:cacheprovider \
+wait
+cat "$PARALLEL"/*.log >>"$LOG"
+
+step "benchmark linear on cuda" 150 "$PY" -m pytest bench/test_gpu_linear.py -q -rs -p no:cacheprovider \
     --benchmark-only --benchmark-columns=min,median,rounds --benchmark-json="$OUT/linear-$DEVICE.json"
-step "benchmark report" 60 "$PY" bench/report.py --json "$OUT/linear-$DEVICE.json" --baseline "torch.matmul fp16" \
+step "benchmark report" 30 "$PY" bench/report.py --json "$OUT/linear-$DEVICE.json" --baseline "torch.matmul fp16" \
     --targets gpu --title "qcore linear on $DEVICE_NAME" --out "$OUT/linear-$DEVICE.md"
 EXPLAIN="$OUT/explain-$DEVICE.txt"
 : >"$EXPLAIN"
-TEE="$EXPLAIN" step "explain w4a16 1,4096,4096" 180 \
+TEE="$EXPLAIN" step "explain w4a16 1,4096,4096" 40 \
     "${CLI[@]}" backends --explain w4a16 --shape 1,4096,4096 --device cuda
-TEE="$EXPLAIN" step "explain w8a8-dynamic 4096,4096,4096" 180 \
+TEE="$EXPLAIN" step "explain w8a8-dynamic 4096,4096,4096" 40 \
     "${CLI[@]}" backends --explain w8a8-dynamic --shape 4096,4096,4096 --device cuda
 
 if [ -f "$OUT/linear-$DEVICE.md" ]; then
     sed -n '/## Targets/,$p' "$OUT/linear-$DEVICE.md" | tee -a "$SUMMARY"
 fi
 note "outputs in $OUT: $(ls "$OUT" | tr '\n' ' ')"
-if [ $FAILED -ne 0 ]; then
+if [ $FAILED -ne 0 ] || grep -q '^FAIL' "$SUMMARY"; then
     note "RESULT: some steps failed"
     exit 1
 fi
