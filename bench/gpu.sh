@@ -33,7 +33,7 @@ step() {
     start=$(date +%s)
     local log=${STEPLOG:-$LOG}
     echo "=== $name: $*" | tee -a "$log"
-    timeout "$limit" "$@" 2>&1 | tee -a "$log" ${TEE:+"$TEE"} >/dev/null
+    timeout -s INT -k 15 "$limit" "$@" 2>&1 | tee -a "$log" ${TEE:+"$TEE"} >/dev/null
     rc=$?
     if [ $rc -eq 0 ]; then
         note "PASS  $name ($(( $(date +%s) - start )) s)"
@@ -79,17 +79,28 @@ if [ "$INSTALLED" != "yes" ]; then
         --no-index -q -e . -e plugins/cpu-reference -e plugins/torch-fallback -e plugins/triton-gpu -e plugins/cupy-cuda
 fi
 
-step "qcore backends" 60 "${CLI[@]}" backends
+step "qcore backends" 30 "${CLI[@]}" backends
 
-# Correctness first, three processes side by side on the one GPU (each its own log, merged after);
-# the benchmark runs alone afterwards so nothing else competes for the device while it is timed.
+# The benchmark first, alone on an idle GPU (SIGINT at its limit still writes the JSON).
+step "benchmark linear on cuda" ${BENCH_LIMIT:-150} "$PY" -m pytest bench/test_gpu_linear.py -q -rs -p no:cacheprovider \
+    --benchmark-only --benchmark-columns=min,median,rounds --benchmark-json="$OUT/linear-$DEVICE.json"
+step "benchmark report" 30 "$PY" bench/report.py --json "$OUT/linear-$DEVICE.json" --baseline "torch.matmul fp16" \
+    --targets gpu --title "qcore linear on $DEVICE_NAME" --out "$OUT/linear-$DEVICE.md"
+EXPLAIN="$OUT/explain-$DEVICE.txt"
+: >"$EXPLAIN"
+TEE="$EXPLAIN" step "explain w4a16 1,4096,4096" 30 \
+    "${CLI[@]}" backends --explain w4a16 --shape 1,4096,4096 --device cuda
+TEE="$EXPLAIN" step "explain w8a8-dynamic 4096,4096,4096" 30 \
+    "${CLI[@]}" backends --explain w8a8-dynamic --shape 4096,4096,4096 --device cuda
+
+# Correctness: three processes side by side on the one GPU, each with its own log, merged after.
 PARALLEL=$(mktemp -d)
-STEPLOG="$PARALLEL/tests.log" TEE="$OUT/gpu-tests.txt" step "GPU tests (pytest -m gpu tests/gpu)" 150 \
+STEPLOG="$PARALLEL/tests.log" TEE="$OUT/gpu-tests.txt" step "GPU tests (pytest -m gpu tests/gpu)" ${CHECK_LIMIT:-150} \
     "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider &
 for backend in triton-gpu cupy-cuda; do
     (
         REPORT=$(mktemp -d)
-        STEPLOG="$PARALLEL/$backend.log" step "conformance $backend" 150 \
+        STEPLOG="$PARALLEL/$backend.log" step "conformance $backend" ${CHECK_LIMIT:-150} \
             "${CLI[@]}" conformance "$backend" --device cuda --report "$REPORT"
         cp "$REPORT/conformance.md" "$OUT/conformance-$backend.md" 2>/dev/null \
             || note "      (no conformance.md in the report of $backend)"
@@ -98,17 +109,6 @@ for backend in triton-gpu cupy-cuda; do
 done
 wait
 cat "$PARALLEL"/*.log >>"$LOG"
-
-step "benchmark linear on cuda" 150 "$PY" -m pytest bench/test_gpu_linear.py -q -rs -p no:cacheprovider \
-    --benchmark-only --benchmark-columns=min,median,rounds --benchmark-json="$OUT/linear-$DEVICE.json"
-step "benchmark report" 30 "$PY" bench/report.py --json "$OUT/linear-$DEVICE.json" --baseline "torch.matmul fp16" \
-    --targets gpu --title "qcore linear on $DEVICE_NAME" --out "$OUT/linear-$DEVICE.md"
-EXPLAIN="$OUT/explain-$DEVICE.txt"
-: >"$EXPLAIN"
-TEE="$EXPLAIN" step "explain w4a16 1,4096,4096" 40 \
-    "${CLI[@]}" backends --explain w4a16 --shape 1,4096,4096 --device cuda
-TEE="$EXPLAIN" step "explain w8a8-dynamic 4096,4096,4096" 40 \
-    "${CLI[@]}" backends --explain w8a8-dynamic --shape 4096,4096,4096 --device cuda
 
 if [ -f "$OUT/linear-$DEVICE.md" ]; then
     sed -n '/## Targets/,$p' "$OUT/linear-$DEVICE.md" | tee -a "$SUMMARY"
