@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import qcore
+from qcore_triton_gpu.support import FP8_WITHHELD
 from qcore.hardware import CudaDevice, detect
 from qcore.kernels import KernelRequest, LinearWeights
 from qcore.matcher import Matcher
@@ -152,7 +153,7 @@ def test_unavailable_backend_is_rejected_with_its_reason_on_cuda_requests() -> N
          "weights must be int8 symmetric per output channel, not fp8_e4m3 channel(axis=0) sym static"),
         ("linear-w8a8", KernelRequest("linear", "cpu", scheme=PRESETS["w8a8-dynamic"]), (9, 0),
          "runs on cuda, not cpu"),
-        ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp8_e4m3")), (8, 9), ""),
+        ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp8_e4m3")), (8, 9), FP8_WITHHELD),
         ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp8_e4m3")), (8, 0),
          "fp8_e4m3 needs compute capability sm_89+, this GPU is sm_80"),
         ("quantize", KernelRequest("quantize", "cuda", spec=QuantSpec("fp16")), (9, 0),

@@ -19,6 +19,12 @@ INT8_DOT_SM = 80
 FP8_SM = 89
 """fp32 → fp8 conversion instructions (cvt.*.e4m3/e5m2) exist from Ada/Hopper on."""
 
+FP8_WITHHELD = (
+    "fp8 codes differed from cpu-reference on an H100 for a few of 16M values "
+    "(tests/gpu/test_triton_gpu_cuda.py, 2026-11-26); not claimed until that is fixed"
+)
+"""The kernel's fp8 rounding matches the oracle under the interpreter but not yet on sm_90 silicon."""
+
 QUANT_DTYPES = ("int8", "uint8", "int4", "uint4", "ternary", "binary", "fp8_e4m3", "fp8_e5m2")
 PACK_DTYPES = ("int4", "uint4")
 WEIGHT_ONLY_DTYPES = ("int8", "uint8", "int4", "uint4")
@@ -68,6 +74,8 @@ def supports_quantize(request: KernelRequest, hardware: HardwareProfile) -> Supp
     dev = _device(request, hardware, FP8_SM if fp8 else MIN_SM, f"{spec.dtype}" if fp8 else "Triton")
     if not dev:
         return dev
+    if fp8:
+        return no(FP8_WITHHELD)
     problem = spec_shape_problem(spec, request.shape)
     return no(problem) if problem else YES
 
