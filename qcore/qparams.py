@@ -90,6 +90,14 @@ def _finish(scale64: torch.Tensor, degenerate: torch.Tensor) -> torch.Tensor:
     return torch.where(degenerate, torch.ones_like(scale), scale)
 
 
+def minmax_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
+    """The contract's dynamic qparams of a finite float32 `x`: min-max per set (mean |x| for binary)."""
+    if spec.dtype == "binary":
+        scale = binary_scale(x, spec)
+        return scale, torch.zeros_like(scale, dtype=torch.int32)
+    return qparams_from_range(*reduce_minmax(x, spec), spec)
+
+
 def binary_scale(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     """Binary codes are ±1 with scale mean(|x|) (float64 mean, float32 result)."""
     mean = reduce(x.to(torch.float64).abs(), spec, "mean")

@@ -20,7 +20,7 @@ from qcore.kernels import KernelRequest
 from qcore.matcher import Matcher
 from qcore.qparams import expand
 from qcore.spec import PRESETS, QuantScheme, QuantSpec
-from qcore_cupy_cuda import plugin, runtime, support
+from qcore_cupy_cuda import plugin, runtime
 from qcore_cupy_cuda.linear import pack_int4
 from qcore_cupy_cuda.quant import index_map
 

@@ -16,18 +16,13 @@ import torch
 from torch import nn
 
 from qcore.errors import NonFiniteError, QcoreError
-from qcore.qparams import binary_scale, check_finite, expand, grouped, qparams_from_range, reduce_minmax
+from qcore.qparams import check_finite, expand, grouped, minmax_qparams, qparams_from_range, reduce_minmax
 from qcore.spec import QuantScheme, QuantSpec
 
 
 def qparams_of(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """Min-max (scale, zero_point) of `x` for `spec`, the contract's dynamic qparams."""
-    x = x.detach().float()
-    if spec.dtype == "binary":
-        scale = binary_scale(x, spec)
-        return scale, torch.zeros_like(scale, dtype=torch.int32)
-    lo, hi = reduce_minmax(x, spec)
-    return qparams_from_range(lo, hi, spec)
+    return minmax_qparams(x.detach().float(), spec)
 
 
 def fake_quantize_with_mask(

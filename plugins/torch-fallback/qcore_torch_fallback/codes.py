@@ -12,7 +12,7 @@ import torch
 
 from qcore.errors import ShapeError
 from qcore.kernels import QTensor
-from qcore.qparams import binary_scale, canonical_axis, check_finite, expand, grouped, qparams_from_range, reduce_minmax
+from qcore.qparams import canonical_axis, check_finite, expand, grouped, minmax_qparams
 from qcore.spec import QuantSpec
 
 
@@ -38,15 +38,6 @@ def qparam_shape(spec: QuantSpec, shape: torch.Size) -> tuple[int, ...]:
     if spec.granularity == "channel":
         return (shape[canonical_axis(spec, len(shape))],)
     return tuple(grouped(torch.empty(shape, device="meta"), spec).shape[:-1])
-
-
-def compute_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max (scale, zero_point) of a finite float32 `x` over each reduction set of `spec`."""
-    if spec.dtype == "binary":
-        scale = binary_scale(x, spec)
-        return scale, torch.zeros_like(scale, dtype=torch.int32)
-    lo, hi = reduce_minmax(x, spec)
-    return qparams_from_range(lo, hi, spec)
 
 
 def _given_qparams(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor,
@@ -95,7 +86,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
     x = x.to(torch.float32)
     check_finite(x, "input")
     if scale is None or not spec.info.scaled:
-        scale, zero_point = compute_qparams(x, spec)
+        scale, zero_point = minmax_qparams(x, spec)
     else:
         scale, zero_point = _given_qparams(x, spec, scale, zero_point)
     return QTensor(encode(x, spec, scale, zero_point), scale, zero_point, spec)

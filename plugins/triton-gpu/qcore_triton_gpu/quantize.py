@@ -13,7 +13,7 @@ import triton
 
 from qcore.errors import ShapeError, SpecError
 from qcore.kernels import PackedTensor, QTensor
-from qcore.qparams import binary_scale, canonical_axis, check_finite, qparams_from_range, reduce_minmax
+from qcore.qparams import canonical_axis, check_finite, minmax_qparams
 from qcore.spec import QuantSpec
 from qcore_triton_gpu import quant_kernels as K
 from qcore_triton_gpu.support import PACK_DTYPES, spec_shape_problem
@@ -71,15 +71,6 @@ def _given_qparams(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor,
     return scale.contiguous(), zp.contiguous()
 
 
-def compute_qparams(x: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """Min-max qparams of finite float32 `x` per the contract (exact: torch reductions + float64 arithmetic)."""
-    if spec.dtype == "binary":
-        scale = binary_scale(x, spec)
-        return scale, torch.zeros_like(scale, dtype=torch.int32)
-    lo, hi = reduce_minmax(x, spec)
-    return qparams_from_range(lo, hi, spec)
-
-
 def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None,
              zero_point: torch.Tensor | None = None) -> QTensor:
     """The `quantize` op: NaN/Inf rejected before any launch, qparams min-max unless given, codes on the GPU."""
@@ -89,7 +80,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
         raise ShapeError(problem + f" (shape {tuple(x.shape)})")
     check_finite(x)
     if scale is None:
-        scale, zp = compute_qparams(x, spec)
+        scale, zp = minmax_qparams(x, spec)
     else:
         scale, zp = _given_qparams(x, spec, scale, zero_point)
     scale, zp = scale.contiguous(), zp.contiguous()
