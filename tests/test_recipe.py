@@ -420,8 +420,8 @@ def test_the_expected_recipes_are_shipped() -> None:
             "minilm-mixed.yaml"} <= names
     mixed = load_recipe(RECIPES / "minilm-mixed.yaml")
     block = "0.auto_model.encoder.layer.{}.{}"
-    assert mixed.resolve(block.format(3, "output.dense"), LINEAR).scheme.name == "w4a16"
-    assert mixed.resolve(block.format(3, "attention.output.dense"), LINEAR).scheme.name == "w8a8-dynamic"
-    assert mixed.resolve(block.format(0, "output.dense"), LINEAR).scheme.name == "w8a16"
+    assert mixed.resolve(block.format(3, "attention.self.value"), LINEAR).scheme.name == "w8a16"
+    assert mixed.resolve(block.format(3, "attention.self.query"), LINEAR).scheme.name == "w8a8-dynamic"
+    assert mixed.resolve(block.format(0, "output.dense"), LINEAR).scheme.name == "w8a8-dynamic"
     static = load_recipe(RECIPES / "minilm-w8a8-static.yaml")
     assert static.calibration.samples == 64 and static.calibration.observer == "histogram"
