@@ -20,14 +20,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.markdown import Markdown
 
     from qcore.card import load_card
+    from qcore.commands import make_console
 
     card = load_card(args.directory)
     if args.json:
         print(json.dumps(card.to_dict(), indent=2))
     else:
-        Console().print(Markdown(card.to_markdown()))
+        make_console().print(Markdown(card.to_markdown()))
     return 0

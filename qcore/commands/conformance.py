@@ -16,6 +16,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import track
 
+from qcore.commands import make_console
 from qcore.errors import QcoreError
 from qcore.hardware import detect
 from qcore.testing.report import Report
@@ -38,7 +39,7 @@ def register(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace, console: Console | None = None) -> int:
-    console = console or Console()
+    console = console or make_console()
     try:
         suite = Conformance(args.backend, devices=args.device,
                             select=(lambda case: args.match in case.id) if args.match else None)

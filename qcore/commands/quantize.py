@@ -16,8 +16,7 @@ import argparse
 import functools
 from pathlib import Path
 
-from rich.console import Console
-
+from qcore.commands import make_console
 from qcore.errors import QcoreError
 
 EVAL_LIMIT = 512
@@ -59,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     from qcore.demo.sentences import SENTENCES, sample_sentences
     from qcore.recipe import load_recipe
 
-    console = Console()
+    console = make_console()
     recipe = load_recipe(args.recipe)
     sentences = read_sentences(args.calib) if args.calib else list(SENTENCES)
     eval_from = args.calib if args.calib else "the built-in set"

@@ -29,6 +29,7 @@ from torch import nn
 
 from qcore import api, io
 from qcore.card import Card, Measurement, build_card, format_bytes, recipe_name, tensor_bytes
+from qcore.commands import make_console
 from qcore.demo import targets
 from qcore.demo.evaluate import median_seconds, top1_agreement
 from qcore.demo.models import ENCODE_BATCH, MINILM, LoadedModel, load_minilm
@@ -167,7 +168,7 @@ def report(result: Result, console: Console, *, plan: bool) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    console = Console()
+    console = make_console()
     try:
         return _demo(args, console)
     except QcoreError as exc:

@@ -13,6 +13,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from qcore.commands import make_console
 from qcore.testing.runner import Result, Status
 
 STYLE = {"pass": "green", "fail": "bold red", "unsupported": "yellow"}
@@ -83,7 +84,7 @@ class Report:
         return table
 
     def print(self, console: Console | None = None) -> None:
-        (console or Console()).print(self.table())
+        (console or make_console()).print(self.table())
 
     def markdown(self) -> str:
         lines = [f"# qcore conformance: {self.backend}", "", f"Hardware: {self.hardware}", "", self.summary(), "",
