@@ -30,7 +30,7 @@ demo: $(VENV)/.demo
 	$(PY) -m qcore.demo
 
 BENCH_ARGS := -p no:cacheprovider -o addopts= -q --benchmark-only --benchmark-columns=min,median,rounds \
-	--benchmark-max-time=0.5 --benchmark-min-rounds=5
+	--benchmark-max-time=1.0 --benchmark-min-rounds=10
 FINGERPRINT = $(shell $(PY) -c "from qcore.hardware import detect; print(detect().fingerprint)")
 
 bench: venv
@@ -40,7 +40,8 @@ bench: venv
 		--out bench/results/linear-cpu-$(FINGERPRINT).md
 	if [ -f bench/test_minilm.py ] && [ -f $(VENV)/.demo ]; then \
 		$(PY) -m pytest bench/test_minilm.py $(BENCH_ARGS) --benchmark-json=.benchmarks/minilm.json && \
-		$(PY) bench/report.py --json .benchmarks/minilm.json --targets none --title "qcore MiniLM end to end, CPU" \
+		$(PY) bench/report.py --json .benchmarks/minilm.json --targets none --baseline "the fp32 model" \
+			--title "qcore MiniLM end to end, CPU" \
 			--out bench/results/minilm-cpu-$(FINGERPRINT).md; \
 	fi
 

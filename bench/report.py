@@ -2,7 +2,9 @@
 
 Usage: python bench/report.py --json FILE [--baseline LABEL] [--out PATH] [--targets cpu|gpu|none]
 
-Speed-up = baseline median / median (higher is faster). The Markdown table is
+Speed-up = baseline min / min (higher is faster): on a shared machine the minimum
+of many rounds is the least noisy estimate of what a kernel costs, and two
+backends that chose the same kernel must come out alike. The Markdown table is
 printed and written to --out (default bench/results/linear-<device>-<fingerprint>.md).
 """
 
@@ -25,18 +27,18 @@ def load(path: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         info = b.get("extra_info") or {}
         if "backend" not in info:
             continue
-        rows.append({**info, "group": b.get("group") or "", "median": b["stats"]["median"]})
+        rows.append({**info, "group": b.get("group") or "", "time": b["stats"]["min"]})
     return data.get("machine_info", {}), rows
 
 
 def speedups(rows: list[dict[str, Any]]) -> dict[tuple[str, str], dict[str, tuple[float, str, float]]]:
-    """(group, scheme) → backend → (speed-up vs the group's baseline, kernel, median seconds)."""
-    base = {r["group"]: r["median"] for r in rows if r.get("baseline")}
+    """(group, scheme) → backend → (speed-up vs the group's baseline, kernel, min seconds)."""
+    base = {r["group"]: r["time"] for r in rows if r.get("baseline")}
     table: dict[tuple[str, str], dict[str, tuple[float, str, float]]] = defaultdict(dict)
     for r in rows:
         if r.get("baseline") or r["group"] not in base:
             continue
-        table[(r["group"], r["scheme"])][r["backend"]] = (base[r["group"]] / r["median"], r["kernel"], r["median"])
+        table[(r["group"], r["scheme"])][r["backend"]] = (base[r["group"]] / r["time"], r["kernel"], r["time"])
     return table
 
 
@@ -66,7 +68,8 @@ def check_targets(table: dict, kind: str) -> list[str]:
 def render(table: dict, machine: dict[str, Any], baseline: str, title: str, targets: list[str]) -> str:
     backends = sorted({b for cells in table.values() for b in cells}, key=lambda b: (b == "auto", b))
     out = [f"# {title}", "", f"Speed-up against {baseline} measured in the same run (higher is faster; "
-           "median times). Each cell: speed-up, then the kernel the matcher chose for that backend.", ""]
+           "minimum times over the rounds). Each cell: speed-up, then the kernel the matcher chose for that "
+           "backend.", ""]
     cpu = machine.get("cpu", {})
     out.append(f"Machine: {cpu.get('brand_raw', machine.get('processor', '?'))}, "
                f"{machine.get('cpu', {}).get('count', '?')} logical cores, Python {machine.get('python_version', '?')}")
