@@ -196,12 +196,17 @@ class PluginManager:
     def backends(self) -> dict[str, BackendInfo]:
         """Every backend that registered kernels or reported hardware, with its status."""
         infos = dict(self.backend_infos())
+        devices: dict[str, set[str]] = {}
+        providers: dict[str, Provider | None] = {}
         for kernel in self.kernels().values():
-            if kernel.backend not in infos:
-                infos[kernel.backend] = BackendInfo(kernel.backend, True, devices=kernel.devices, provider=kernel.provider)
-            elif infos[kernel.backend].available and not infos[kernel.backend].devices:
-                info = infos[kernel.backend]
-                infos[kernel.backend] = attrs.evolve(info, devices=tuple(sorted(set(kernel.devices))))
+            devices.setdefault(kernel.backend, set()).update(kernel.devices)
+            providers.setdefault(kernel.backend, kernel.provider)
+        for name, found in devices.items():
+            info = infos.get(name)
+            if info is None:
+                infos[name] = BackendInfo(name, True, devices=tuple(sorted(found)), provider=providers[name])
+            elif info.available and not info.devices:
+                infos[name] = attrs.evolve(info, devices=tuple(sorted(found)))
         return dict(sorted(infos.items()))
 
     def scheme(self, name: str) -> QuantScheme:
