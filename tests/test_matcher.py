@@ -179,3 +179,10 @@ def test_corrupt_cache_is_survived_and_rewritten(tmp_path: Path, garbage: str) -
     assert selection.chosen.backend in ("a", "b")
     data = json.loads(path.read_text())
     assert data["fingerprint"] == hw.fingerprint and len(data["timings"]) == 2
+
+
+def test_backend_without_hardware_info_runs_where_its_kernels_do() -> None:
+    gpu = KernelImpl("mixed", "gpu", "linear", fn=lambda p, x: x, prepare=lambda w: w, supports=lambda r, h: YES,
+                     devices=("cuda",))
+    info = _manager(_linear("mixed", "cpu"), gpu).backends()["mixed"]
+    assert info.available and info.devices == ("cpu", "cuda")
