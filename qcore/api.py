@@ -16,6 +16,7 @@ from torch import nn
 
 from qcore.errors import QcoreError
 from qcore.hardware import HardwareProfile
+from qcore.kernels import QTensor
 from qcore.matcher import Matcher, Plan
 from qcore.nn.convert import (
     CalibrationData,
@@ -26,8 +27,10 @@ from qcore.nn.convert import (
     calibrate,
     check_weights,
     find_targets,
+    gptq_targets,
     needs_calibration,
     plan_layers,
+    run_gptq,
     recipe_name,
     swap,
 )
@@ -90,25 +93,34 @@ def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: Calibrati
     planned for the token count each layer saw in the first calibration batch,
     or for one token without calibration data.
     """
+    from qcore.algorithms import HessianAccumulator
+
     recipe = load_recipe(recipe)
     matcher = matcher or Matcher(measure=measure)
     targets = find_targets(model, recipe)
     check_weights(targets)
     static = needs_calibration(targets)
+    gptq = gptq_targets(targets, recipe)
     if static and calibration_data is None:
         raise QcoreError(
             f"recipe {recipe_name(recipe)}: static activation schemes need calibration_data; layers: "
             + ", ".join(f"{t.name} ({t.rule.scheme.name})" for t in static)  # type: ignore[union-attr]
         )
+    if gptq and calibration_data is None:
+        raise QcoreError(f"recipe {recipe_name(recipe)}: gptq needs calibration_data (each layer's inputs); "
+                         f"layers: " + ", ".join(t.name for t in gptq))
     act_qparams: dict[str, Any] = {}
     tokens: dict[str, int] = {}
     info = None
+    qweights: dict[str, QTensor] = {}
     if calibration_data is not None:
         plan_layers(targets, recipe, Matcher(matcher.manager, matcher.hardware, measure=False), {})
+        hessians = {t.name: HessianAccumulator(t.module.in_features) for t in gptq}
         act_qparams, tokens, info = calibrate(model, targets, recipe, calibration_data, progress=progress,
-                                              first_batch_only=not static)
+                                              first_batch_only=not static and not gptq, hessians=hessians)
+        qweights = run_gptq(targets, recipe, hessians)
     layer_plan = plan_layers(targets, recipe, matcher, tokens)
-    return _finish(model, recipe, targets, layer_plan, act_qparams, info, matcher)
+    return _finish(model, recipe, targets, layer_plan, act_qparams, info, matcher, qweights)
 
 
 def prepare_qat(model: nn.Module, recipe: RecipeSource, *, matcher: Matcher | None = None) -> nn.Module:
@@ -147,7 +159,7 @@ def convert(model: nn.Module, *, measure: bool = True, matcher: Matcher | None =
     act_qparams = {t.name: qp for t in fakes if (qp := t.module.act_qparams()) is not None}  # type: ignore[union-attr]
     tokens = {t.name: t.module.tokens for t in fakes}
     layer_plan = plan_layers(targets, qat.recipe, matcher, tokens)
-    model = _finish(model, qat.recipe, targets, layer_plan, act_qparams, None, matcher)
+    model = _finish(model, qat.recipe, targets, layer_plan, act_qparams, None, matcher, {})
     unplanned = {t.name: t.module.to_float() for t, lp in zip(targets, layer_plan.layers)  # type: ignore[union-attr]
                  if lp.selection is None and isinstance(t.module, FakeQuantLinear)}
     model = swap(model, unplanned)
@@ -156,8 +168,8 @@ def convert(model: nn.Module, *, measure: bool = True, matcher: Matcher | None =
 
 
 def _finish(model: nn.Module, recipe: Recipe, targets: list[Target], layer_plan: Plan, act_qparams: dict[str, Any],
-            info: CalibrationInfo | None, matcher: Matcher) -> nn.Module:
-    built, records = build_layers(targets, layer_plan, act_qparams)
+            info: CalibrationInfo | None, matcher: Matcher, qweights: dict[str, QTensor]) -> nn.Module:
+    built, records = build_layers(targets, layer_plan, act_qparams, qweights)
     model = swap(model, built)
     setattr(model, STATE_ATTR, QuantState(recipe, layer_plan, records, info, matcher.hardware))
     return model

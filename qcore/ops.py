@@ -50,13 +50,14 @@ def unpack_weight(p: PackedTensor, *, backend: str = AUTO) -> QTensor:
 
 def linear_weights(scheme: QuantScheme, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                    act_scale: torch.Tensor | None = None, act_zero_point: torch.Tensor | None = None,
-                   sample: torch.Tensor | None = None) -> LinearWeights:
-    """Quantize a float (N, K) weight for `scheme`.
+                   sample: torch.Tensor | None = None, qweight: QTensor | None = None) -> LinearWeights:
+    """Quantize a float (N, K) weight for `scheme` (or take `qweight`, quantized already, e.g. by GPTQ).
 
     Static activation qparams come from `act_scale`/`act_zero_point` or, when
     absent, from a min-max over `sample` (what autotuning uses).
     """
-    qweight = quantize(weight.detach().float(), scheme.weights) if scheme.weights is not None else None
+    if qweight is None and scheme.weights is not None:
+        qweight = quantize(weight.detach().float(), scheme.weights)
     act = scheme.input_activations
     if act is not None and act.info.scaled and not act.dynamic and act_scale is None:
         if sample is None:

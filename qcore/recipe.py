@@ -35,11 +35,12 @@ from qcore.spec import QuantScheme, QuantSpec
 VERSION = 1
 NONE = "none"
 ON_UNSUPPORTED = ("error", "keep-float")
-TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "backend", "strict",
-            "on_unsupported")
+TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "gptq", "backend",
+            "strict", "on_unsupported")
 OVERRIDE_KEYS = ("match", "scheme", "backend")
 SCHEME_KEYS = ("weights", "input_activations", "description")
 CALIBRATION_KEYS = ("samples", "batch_size", "observer")
+GPTQ_KEYS = ("damp", "block_size")
 SPEC_FIELDS: dict[str, tuple[type, ...]] = {
     "dtype": (str,), "granularity": (str,), "axis": (int,), "group_size": (int, type(None)),
     "symmetric": (bool,), "dynamic": (bool,), "observer": (str,),
@@ -102,6 +103,23 @@ class Calibration:
 
 
 @attrs.frozen
+class Gptq:
+    """GPTQ for integer channel/group weights instead of round-to-nearest (`gptq: true` or with options).
+
+    It needs calibration data: each layer's input second moments drive the
+    error feedback. `damp` is the fraction of the mean Hessian diagonal added
+    to it; `block_size` the width of the lazy-update blocks.
+    """
+
+    damp: float = 0.01
+    block_size: int = 128
+
+    def applies_to(self, spec: QuantSpec | None) -> bool:
+        return (spec is not None and spec.info.kind == "int" and spec.dtype not in ("binary", "ternary")
+                and spec.granularity in ("channel", "group") and (spec.granularity == "group" or spec.axis == 0))
+
+
+@attrs.frozen
 class LayerRule:
     """What a recipe decides for one layer: its scheme (None: keep float), backend, and which rule said so."""
 
@@ -134,6 +152,7 @@ class Recipe:
     overrides: tuple[Override, ...] = ()
     schemes: dict[str, QuantScheme] = attrs.field(factory=dict)
     calibration: Calibration = attrs.field(factory=Calibration)
+    gptq: Gptq | None = None
     backend: str = AUTO
     strict: bool = False
     on_unsupported: str = "error"
@@ -187,6 +206,7 @@ class Recipe:
             "overrides": overrides,
             "schemes": {name: _without_name(s.to_dict()) for name, s in self.schemes.items()},
             "calibration": calibration,
+            **({"gptq": attrs.asdict(self.gptq)} if self.gptq else {}),
             "backend": self.backend,
             "strict": self.strict,
             "on_unsupported": self.on_unsupported,
@@ -375,6 +395,7 @@ class _Validator:
             overrides=self._overrides(data.get("overrides", []), known),
             schemes=custom,
             calibration=self._calibration(data.get("calibration", {})),
+            gptq=self._gptq(data.get("gptq", False)),
             backend=self._backend(data.get("backend", AUTO), "backend") or AUTO,
             strict=self._typed(data.get("strict", False), "strict", (bool,), False),
             on_unsupported=self._choice(data.get("on_unsupported", "error"), "on_unsupported", ON_UNSUPPORTED),
@@ -558,6 +579,21 @@ class _Validator:
         elif self._observer(observer, "calibration.observer"):
             self._observer_options(observer, options)
         return Calibration(counts["samples"], counts["batch_size"], observer, options)
+
+    def _gptq(self, value: Any) -> Gptq | None:
+        if value is True or value is False:
+            return Gptq() if value else None
+        body = self._typed(value, "gptq", (dict, bool), {})
+        self._keys(body, "gptq", GPTQ_KEYS)
+        default = Gptq()
+        damp = self._typed(body.get("damp", default.damp), "gptq.damp", (float, int), default.damp)
+        if not 0 <= damp < 1:
+            self.add("gptq.damp", f"must be in [0, 1), got {damp}")
+        block = self._typed(body.get("block_size", default.block_size), "gptq.block_size", (int,),
+                            default.block_size)
+        if block <= 0:
+            self.add("gptq.block_size", f"must be a positive integer, got {block}")
+        return Gptq(float(damp), block)
 
     def _observer_options(self, name: str, options: dict[str, Any]) -> None:
         """Options are checked by building one throwaway observer, so plugin observers are checked too."""

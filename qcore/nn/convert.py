@@ -21,7 +21,7 @@ from torch import nn
 
 from qcore import metrics, ops
 from qcore.errors import NoKernelError, NonFiniteError, QcoreError
-from qcore.kernels import KernelRequest
+from qcore.kernels import KernelRequest, QTensor
 from qcore.matcher import LayerPlan, Matcher, Plan
 from qcore.nn.modules import QuantLinear
 from qcore.plugins import get_manager
@@ -115,6 +115,33 @@ def needs_calibration(targets: Iterable[Target]) -> list[Target]:
     return [t for t in targets if t.rule.scheme is not None and t.rule.scheme.needs_calibration]
 
 
+def gptq_targets(targets: Iterable[Target], recipe: Recipe) -> list[Target]:
+    """The layers whose weights the recipe's `gptq` quantizes (integer channel/group weight specs)."""
+    if recipe.gptq is None:
+        return []
+    return [t for t in targets if t.rule.scheme is not None and recipe.gptq.applies_to(t.rule.scheme.weights)
+            and isinstance(t.module, nn.Linear)]
+
+
+def run_gptq(targets: Iterable[Target], recipe: Recipe, hessians: Mapping[str, Any]) -> dict[str, QTensor]:
+    """GPTQ-quantized weights of the `gptq_targets`, from the input Hessians calibration collected."""
+    from qcore.algorithms import gptq_quantize
+
+    quantized: dict[str, QTensor] = {}
+    if recipe.gptq is None:
+        return quantized
+    for t in targets:
+        if t.name not in hessians:
+            continue
+        if hessians[t.name].samples == 0:
+            raise QcoreError(f"layer {t.name!r}: the calibration data never reached this layer; GPTQ needs its inputs")
+        with in_layer(t.name):
+            quantized[t.name] = gptq_quantize(t.module.weight.detach().float(), hessians[t.name].hessian,
+                                              t.rule.scheme.weights,  # type: ignore[union-attr]
+                                              damp=recipe.gptq.damp, block_size=recipe.gptq.block_size)
+    return quantized
+
+
 def plan_layers(targets: Iterable[Target], recipe: Recipe, matcher: Matcher, tokens: Mapping[str, int]) -> Plan:
     """One LayerPlan per target.
 
@@ -178,8 +205,9 @@ def _head(batch: Any, n: int, rows: int) -> Any:
 class _Calibrator:
     """Forward pre-hooks on the targeted layers: finiteness, first-batch token counts, observers."""
 
-    def __init__(self, observers: dict[str, Any], limit: int | None, on_pass: Callable[[int], None]) -> None:
-        self.observers, self.limit, self.on_pass = observers, limit, on_pass
+    def __init__(self, observers: dict[str, Any], limit: int | None, on_pass: Callable[[int], None],
+                 hessians: Mapping[str, Any]) -> None:
+        self.observers, self.limit, self.on_pass, self.hessians = observers, limit, on_pass, hessians
         self.tokens: dict[str, int] = {}
         self.samples = 0
         self.batches = 0
@@ -195,10 +223,10 @@ class _Calibrator:
             except NonFiniteError as exc:
                 raise NonFiniteError(f"layer {name!r}: {exc}") from None
             self.tokens.setdefault(name, max(1, x.numel() // max(1, x.shape[-1])))
-            observer = self.observers.get(name)
-            if observer is not None:
-                with in_layer(name):
-                    observer.observe(x)
+            for sink in (self.observers.get(name), self.hessians.get(name)):
+                if sink is not None:
+                    with in_layer(name):
+                        sink.observe(x)
 
         return pre_hook
 
@@ -227,15 +255,17 @@ def _progress(enabled: bool):  # type: ignore[no-untyped-def]
 
 
 def calibrate(model: nn.Module, targets: list[Target], recipe: Recipe, data: CalibrationData, *,
-              progress: bool = True, first_batch_only: bool = False
+              progress: bool = True, first_batch_only: bool = False, hessians: Mapping[str, Any] | None = None
               ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int], CalibrationInfo | None]:
     """Run calibration data through the float model.
 
     Returns the static activation qparams of the layers that need them, the
     token count each targeted layer saw in the first batch (for planning), and
-    what was run. With `first_batch_only` (no static layer) only one batch runs,
-    for the token counts, and no CalibrationInfo is returned.
+    what was run. With `first_batch_only` (no static layer, no GPTQ) only one
+    batch runs, for the token counts, and no CalibrationInfo is returned.
+    `hessians` (layer name → accumulator with `observe(x)`) see each layer's inputs.
     """
+    hessians = hessians or {}
     static = needs_calibration(targets)
     manager = get_manager()
     observers: dict[str, Any] = {}
@@ -252,7 +282,7 @@ def calibrate(model: nn.Module, targets: list[Target], recipe: Recipe, data: Cal
     with _progress(progress and not first_batch_only) as bar:
         task = bar.add_task("calibrating", total=limit)
         calibrator = _Calibrator(observers, limit if callable(data) else None,
-                                 lambda rows: bar.advance(task, rows))
+                                 lambda rows: bar.advance(task, rows), hessians)
         handles = [t.module.register_forward_pre_hook(calibrator.hook(t.name)) for t in linears]
         try:
             model.eval()
@@ -279,6 +309,8 @@ def calibrate(model: nn.Module, targets: list[Target], recipe: Recipe, data: Cal
             raise QcoreError(f"layer {name!r}: the calibration data never reached this layer; cannot calibrate it")
         with in_layer(name):
             qparams[name] = observer.qparams()
+    if hessians:
+        observer_names.add("gptq input Hessians")
     info = None if first_batch_only else CalibrationInfo(calibrator.samples, calibrator.batches,
                                                          ", ".join(sorted(observer_names)) or "none")
     return qparams, calibrator.tokens, info
@@ -306,9 +338,13 @@ def _nbytes(*tensors: torch.Tensor | None) -> int:
     return sum(t.numel() * t.element_size() for t in tensors if t is not None)
 
 
-def build_layers(targets: list[Target], plan: Plan, act_qparams: Mapping[str, tuple[torch.Tensor, torch.Tensor]]
-                 ) -> tuple[dict[str, QuantLinear], tuple[LayerRecord, ...]]:
-    """Quantize each planned layer's weights into a QuantLinear (the model is not touched) and record it."""
+def build_layers(targets: list[Target], plan: Plan, act_qparams: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
+                 qweights: Mapping[str, QTensor]) -> tuple[dict[str, QuantLinear], tuple[LayerRecord, ...]]:
+    """Quantize each planned layer's weights into a QuantLinear (the model is not touched) and record it.
+
+    Weights already quantized by an algorithm (`qweights`, e.g. GPTQ) are used as
+    they are; the others are rounded to nearest by the contract's quantize op.
+    """
     built: dict[str, QuantLinear] = {}
     records = []
     for t, lp in zip(targets, plan.layers):
@@ -325,7 +361,7 @@ def build_layers(targets: list[Target], plan: Plan, act_qparams: Mapping[str, tu
         act_scale, act_zero_point = act_qparams.get(t.name, (None, None))
         with in_layer(t.name):
             weights = ops.linear_weights(scheme, module.weight, module.bias, act_scale=act_scale,
-                                         act_zero_point=act_zero_point)
+                                         act_zero_point=act_zero_point, qweight=qweights.get(t.name))
             layer = QuantLinear(t.name, weights, lp.selection)
             sqnr = metrics.sqnr(module.weight, layer.dequantized_weight()) if scheme.weights is not None else None
         built[t.name] = layer

@@ -1,0 +1,164 @@
+"""GPTQ (Frantar et al. 2022, arXiv:2210.17323) as a pure function on one (N, K) weight.
+
+GPTQ quantizes a weight column by column and feeds each column's rounding
+error, weighted by the inverse Hessian of the layer's reconstruction loss,
+into the columns not yet quantized, so the *output* error ||X W^T - X Q^T||
+is smaller than round-to-nearest's. The codes and qparams still follow the
+numerics contract (docs/numerics.md): only which integer each weight rounds
+to, and the group ranges seen when a group's qparams are computed, differ.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from qcore.errors import QcoreError, ShapeError, SpecError
+from qcore.kernels import QTensor
+from qcore.qparams import canonical_axis, check_finite, qparams_from_range, reduce_minmax
+from qcore.spec import QuantSpec
+
+
+class HessianAccumulator:
+    """Running H = 2/n · Σ xᵀx over the inputs of one Linear, as the reference GPTQ keeps it.
+
+    The running-mean form (H *= n/(n+m); H += 2/(n+m) XᵀX) keeps H at the scale
+    of one sample however much calibration data is seen, so the relative damping
+    in `gptq_quantize` means the same thing for any amount of data.
+    """
+
+    def __init__(self, in_features: int) -> None:
+        if in_features <= 0:
+            raise ShapeError(f"in_features must be positive, got {in_features}")
+        self._h = torch.zeros(in_features, in_features, dtype=torch.float64)
+        self._n = 0
+
+    def observe(self, x: torch.Tensor) -> None:
+        """Add activations x (..., K); every leading dimension counts as rows."""
+        k = self._h.shape[0]
+        if x.ndim == 0 or x.shape[-1] != k:
+            raise ShapeError(f"activations of shape {tuple(x.shape)} do not end in in_features={k}")
+        check_finite(x, "GPTQ calibration activations")
+        rows = x.detach().reshape(-1, k).to(device="cpu", dtype=torch.float64)
+        m = rows.shape[0]
+        if m == 0:
+            return
+        total = self._n + m
+        self._h *= self._n / total
+        self._h += (2.0 / total) * (rows.T @ rows)
+        self._n = total
+
+    @property
+    def hessian(self) -> torch.Tensor:
+        """(K, K) float64; a copy, so callers may modify it."""
+        return self._h.clone()
+
+    @property
+    def samples(self) -> int:
+        return self._n
+
+
+def gptq_quantize(
+    weight: torch.Tensor,
+    hessian: torch.Tensor,
+    spec: QuantSpec,
+    *,
+    damp: float = 0.01,
+    block_size: int = 128,
+) -> QTensor:
+    """Quantize an (N, K) weight with GPTQ (lazy batch updates, no act-order); float64 on CPU.
+
+    - `hessian`: (K, K), e.g. `HessianAccumulator.hessian`. Columns whose diagonal
+      is 0 never saw a non-zero input: their weights are zeroed (they cannot
+      affect the output) and their diagonal set to 1, as the reference does.
+    - `damp`: `damp * mean(diag H)` is added to the diagonal so the Cholesky
+      factorisation succeeds on rank-deficient Hessians.
+    - `block_size`: columns per lazy batch; rounded up to a multiple of the group
+      size so a group's qparams are computed from fully error-updated weights.
+      It changes speed (and float rounding), not the algorithm.
+
+    Channel qparams (axis 0) come from the original rows; group qparams from
+    the min/max of the group's current weights when its first column is reached.
+    """
+    _check_spec(spec)
+    if weight.ndim != 2:
+        raise ShapeError(f"GPTQ quantizes an (N, K) weight, got shape {tuple(weight.shape)}")
+    n, k = weight.shape
+    if tuple(hessian.shape) != (k, k):
+        raise ShapeError(
+            f"hessian of shape {tuple(hessian.shape)} does not match weight (N={n}, K={k}): need ({k}, {k})"
+        )
+    if spec.granularity == "channel" and canonical_axis(spec, 2) != 0:
+        raise SpecError(f"GPTQ needs per-output-channel scales (axis 0), got {spec.describe()}")
+    g = spec.group_size if spec.granularity == "group" else None
+    if g is not None and k % g:
+        raise ShapeError(f"group_size {g} does not divide in_features {k} (weight shape {tuple(weight.shape)})")
+    if not damp >= 0:
+        raise ValueError(f"damp must be >= 0, got {damp!r}")
+    if block_size < 1:
+        raise ValueError(f"block_size must be >= 1, got {block_size!r}")
+    check_finite(weight, "GPTQ weight")
+    check_finite(hessian, "GPTQ hessian")
+
+    w32 = weight.detach().to(device="cpu", dtype=torch.float32)  # the contract's input conversion
+    w = w32.to(torch.float64)
+    h = hessian.detach().to(device="cpu", dtype=torch.float64).clone()
+    qmin, qmax = spec.qrange
+
+    if g is None:
+        scale, zero_point = qparams_from_range(*reduce_minmax(w32, spec), spec)
+        step = block_size
+    else:
+        scale = torch.empty(n, k // g, dtype=torch.float32)
+        zero_point = torch.empty(n, k // g, dtype=torch.int32)
+        step = -(-block_size // g) * g
+
+    dead = torch.diagonal(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    h.diagonal().add_(damp * float(torch.diagonal(h).mean()))
+    hinv = _upper_cholesky_of_inverse(h)
+
+    codes = torch.empty(n, k, dtype=torch.int64)
+    for i1 in range(0, k, step):
+        i2 = min(i1 + step, k)
+        block = w[:, i1:i2].clone()
+        errors = torch.zeros_like(block)
+        hinv_block = hinv[i1:i2, i1:i2]
+        for i in range(i2 - i1):
+            col = i1 + i
+            if g is None:
+                s, z = scale, zero_point
+            else:
+                if col % g == 0:
+                    lo, hi = block[:, i : i + g].amin(dim=1), block[:, i : i + g].amax(dim=1)
+                    scale[:, col // g], zero_point[:, col // g] = qparams_from_range(lo, hi, spec)
+                s, z = scale[:, col // g], zero_point[:, col // g]
+            s64, z64 = s.to(torch.float64), z.to(torch.int64)
+            q = torch.clamp(torch.round(block[:, i] / s64).to(torch.int64) + z64, qmin, qmax)
+            codes[:, col] = q
+            # What every backend will dequantize to (float32, one rounding).
+            deq = ((q - z64).to(torch.float64) * s64).to(torch.float32).to(torch.float64)
+            err = (block[:, i] - deq) / hinv_block[i, i]
+            block[:, i:] -= err.unsqueeze(1) * hinv_block[i, i:].unsqueeze(0)
+            errors[:, i] = err
+        w[:, i2:] -= errors @ hinv[i1:i2, i2:]
+
+    return QTensor(codes.to(getattr(torch, spec.info.torch_dtype)), scale, zero_point, spec)
+
+
+def _check_spec(spec: QuantSpec) -> None:
+    info = spec.info
+    if info.kind != "int" or spec.dtype in ("binary", "ternary") or spec.granularity not in ("channel", "group"):
+        raise SpecError(
+            f"GPTQ supports integer channel/group weight specs (int8, uint8, int4, uint4), got {spec.describe()}"
+        )
+
+
+def _upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
+    """Upper Cholesky factor of H⁻¹: its rows give each column's error-feedback weights."""
+    lower, info = torch.linalg.cholesky_ex(h)
+    if int(info) == 0:
+        upper, info = torch.linalg.cholesky_ex(torch.cholesky_inverse(lower), upper=True)
+    if int(info) != 0:
+        raise QcoreError("GPTQ: the damped Hessian is not positive definite; increase damp (e.g. 0.1)")
+    return upper
