@@ -53,3 +53,25 @@ def test_gptq_leaves_float_and_unsupported_specs_to_round_to_nearest() -> None:
     recipe = _recipe(True) | {"scheme": "fp16"}
     quantized = qcore.quantize(model, recipe, batches, progress=False, measure=False)
     assert qcore.state_of(quantized).calibration is None  # nothing needed calibration: one batch ran, for shapes
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ({"dmp": 0.1}, "gptq.dmp: unknown key 'dmp'; known: damp, block_size; did you mean 'damp'?"),
+        ({"damp": 2}, "gptq.damp: must be in [0, 1), got 2"),
+        ({"block_size": 0}, "gptq.block_size: must be a positive integer, got 0"),
+        ("yes", "gptq: expected a mapping or a boolean (true/false), got str 'yes'"),
+    ],
+)
+def test_malformed_gptq_settings_are_reported_with_their_path(value, message) -> None:
+    with pytest.raises(qcore.RecipeError) as info:
+        qcore.load_recipe({"qcore": 1, "scheme": "w4a16", "gptq": value})
+    assert message in str(info.value)
+
+
+def test_gptq_settings_round_trip() -> None:
+    recipe = qcore.load_recipe({"qcore": 1, "scheme": "w4a16", "gptq": {"damp": 0.05, "block_size": 64}})
+    assert (recipe.gptq.damp, recipe.gptq.block_size) == (0.05, 64)
+    assert qcore.load_recipe(recipe.to_dict()) == recipe
+    assert qcore.load_recipe({"qcore": 1, "scheme": "w4a16", "gptq": False}).gptq is None
