@@ -13,7 +13,6 @@ import attrs
 
 from qcore.errors import SpecError
 
-Granularity = Literal["tensor", "channel", "group", "token"]
 GRANULARITIES: tuple[str, ...] = ("tensor", "channel", "group", "token")
 
 
