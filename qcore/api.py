@@ -31,6 +31,8 @@ from qcore.nn.convert import (
     needs_calibration,
     plan_layers,
     run_gptq,
+    smoothing_factors,
+    smoothquant_targets,
     recipe_name,
     swap,
 )
@@ -94,6 +96,7 @@ def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: Calibrati
     or for one token without calibration data.
     """
     from qcore.algorithms import HessianAccumulator
+    from qcore.algorithms.smoothquant import ChannelAbsMax
 
     recipe = load_recipe(recipe)
     matcher = matcher or Matcher(measure=measure)
@@ -101,26 +104,32 @@ def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: Calibrati
     check_weights(targets)
     static = needs_calibration(targets)
     gptq = gptq_targets(targets, recipe)
+    smooth = smoothquant_targets(targets, recipe)
     if static and calibration_data is None:
         raise QcoreError(
             f"recipe {recipe_name(recipe)}: static activation schemes need calibration_data; layers: "
             + ", ".join(f"{t.name} ({t.rule.scheme.name})" for t in static)  # type: ignore[union-attr]
         )
-    if gptq and calibration_data is None:
-        raise QcoreError(f"recipe {recipe_name(recipe)}: gptq needs calibration_data (each layer's inputs); "
-                         f"layers: " + ", ".join(t.name for t in gptq))
+    for algorithm, layers in (("smoothquant", smooth), ("gptq", gptq)):
+        if layers and calibration_data is None:
+            raise QcoreError(f"recipe {recipe_name(recipe)}: {algorithm} needs calibration_data (each layer's "
+                             f"inputs); layers: " + ", ".join(t.name for t in layers))
     act_qparams: dict[str, Any] = {}
     tokens: dict[str, int] = {}
     info = None
     qweights: dict[str, QTensor] = {}
+    factors: dict[str, Any] = {}
     if calibration_data is not None:
         plan_layers(targets, recipe, Matcher(matcher.manager, matcher.hardware, measure=False), {})
         hessians = {t.name: HessianAccumulator(t.module.in_features) for t in gptq}
+        amaxes = {t.name: ChannelAbsMax(t.module.in_features) for t in smooth}
+        sinks = {t.name: [s for s in (hessians.get(t.name), amaxes.get(t.name)) if s is not None] for t in targets}
         act_qparams, tokens, info = calibrate(model, targets, recipe, calibration_data, progress=progress,
-                                              first_batch_only=not static and not gptq, hessians=hessians)
-        qweights = run_gptq(targets, recipe, hessians)
+                                              first_batch_only=not (static or gptq or smooth), sinks=sinks)
+        factors = smoothing_factors(targets, recipe, amaxes)
+        qweights = run_gptq(targets, recipe, hessians, factors)
     layer_plan = plan_layers(targets, recipe, matcher, tokens)
-    return _finish(model, recipe, targets, layer_plan, act_qparams, info, matcher, qweights)
+    return _finish(model, recipe, targets, layer_plan, act_qparams, info, matcher, qweights, factors)
 
 
 def prepare_qat(model: nn.Module, recipe: RecipeSource, *, matcher: Matcher | None = None) -> nn.Module:
@@ -159,7 +168,7 @@ def convert(model: nn.Module, *, measure: bool = True, matcher: Matcher | None =
     act_qparams = {t.name: qp for t in fakes if (qp := t.module.act_qparams()) is not None}  # type: ignore[union-attr]
     tokens = {t.name: t.module.tokens for t in fakes}
     layer_plan = plan_layers(targets, qat.recipe, matcher, tokens)
-    model = _finish(model, qat.recipe, targets, layer_plan, act_qparams, None, matcher, {})
+    model = _finish(model, qat.recipe, targets, layer_plan, act_qparams, None, matcher, {}, {})
     unplanned = {t.name: t.module.to_float() for t, lp in zip(targets, layer_plan.layers)  # type: ignore[union-attr]
                  if lp.selection is None and isinstance(t.module, FakeQuantLinear)}
     model = swap(model, unplanned)
@@ -168,8 +177,9 @@ def convert(model: nn.Module, *, measure: bool = True, matcher: Matcher | None =
 
 
 def _finish(model: nn.Module, recipe: Recipe, targets: list[Target], layer_plan: Plan, act_qparams: dict[str, Any],
-            info: CalibrationInfo | None, matcher: Matcher, qweights: dict[str, QTensor]) -> nn.Module:
-    built, records = build_layers(targets, layer_plan, act_qparams, qweights)
+            info: CalibrationInfo | None, matcher: Matcher, qweights: dict[str, QTensor],
+            factors: dict[str, Any]) -> nn.Module:
+    built, records = build_layers(targets, layer_plan, act_qparams, qweights, factors)
     model = swap(model, built)
     setattr(model, STATE_ATTR, QuantState(recipe, layer_plan, records, info, matcher.hardware))
     return model

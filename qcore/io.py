@@ -317,6 +317,8 @@ def _rebuild(path: Path, model: nn.Module, entry: dict[str, Any], tensors: dict[
         ashape = tuple(act_scale.shape) if act_scale is not None else ()
         act_scale = get("act_scale", ashape, torch.float32)
         act_zero_point = get("act_zero_point", ashape, torch.int32)
+    smoothed = f"{name}.input_scale" in tensors
+    input_scale = get("input_scale", (k,), torch.float32) if smoothed else None
     m = (entry.get("request_shape") or [1])[0]
     recorded = entry["kernel"]
     backend = recorded.split("/")[0]
@@ -328,7 +330,8 @@ def _rebuild(path: Path, model: nn.Module, entry: dict[str, Any], tensors: dict[
         raise CheckpointError(f"{path}: layer {name!r}: no kernel can run it here: {exc}") from exc
     try:
         return QuantLinear.from_packed(name, packed, scheme, _prefer(selection, recorded), bias=bias,
-                                       act_scale=act_scale, act_zero_point=act_zero_point, float_weight=float_weight)
+                                       act_scale=act_scale, act_zero_point=act_zero_point, float_weight=float_weight,
+                                       input_scale=input_scale)
     except QcoreError as exc:
         raise CheckpointError(f"{path}: layer {name!r}: {exc}") from exc
 

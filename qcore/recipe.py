@@ -35,12 +35,13 @@ from qcore.spec import QuantScheme, QuantSpec
 VERSION = 1
 NONE = "none"
 ON_UNSUPPORTED = ("error", "keep-float")
-TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "gptq", "backend",
-            "strict", "on_unsupported")
+TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "smoothquant", "gptq",
+            "backend", "strict", "on_unsupported")
 OVERRIDE_KEYS = ("match", "scheme", "backend")
 SCHEME_KEYS = ("weights", "input_activations", "description")
 CALIBRATION_KEYS = ("samples", "batch_size", "observer")
 GPTQ_KEYS = ("damp", "block_size")
+SMOOTHQUANT_KEYS = ("alpha",)
 SPEC_FIELDS: dict[str, tuple[type, ...]] = {
     "dtype": (str,), "granularity": (str,), "axis": (int,), "group_size": (int, type(None)),
     "symmetric": (bool,), "dynamic": (bool,), "observer": (str,),
@@ -120,6 +121,24 @@ class Gptq:
 
 
 @attrs.frozen
+class SmoothQuant:
+    """SmoothQuant (Xiao et al. 2023) for layers with dynamic integer activations (`smoothquant: true`/options).
+
+    Per input channel j, s_j = max|x_j|^alpha / max|W_:,j|^(1 - alpha) from
+    calibration data; the weight is quantized as W·diag(s) and the layer divides
+    its input by s before the activation is quantized, moving activation
+    outliers into the weights, where per-channel scales absorb them.
+    """
+
+    alpha: float = 0.5
+
+    def applies_to(self, scheme: QuantScheme | None) -> bool:
+        act = scheme.input_activations if scheme is not None else None
+        return (act is not None and scheme.weights is not None and act.dynamic and act.info.kind == "int"
+                and act.granularity in ("token", "tensor"))
+
+
+@attrs.frozen
 class LayerRule:
     """What a recipe decides for one layer: its scheme (None: keep float), backend, and which rule said so."""
 
@@ -152,6 +171,7 @@ class Recipe:
     overrides: tuple[Override, ...] = ()
     schemes: dict[str, QuantScheme] = attrs.field(factory=dict)
     calibration: Calibration = attrs.field(factory=Calibration)
+    smoothquant: SmoothQuant | None = None
     gptq: Gptq | None = None
     backend: str = AUTO
     strict: bool = False
@@ -206,6 +226,7 @@ class Recipe:
             "overrides": overrides,
             "schemes": {name: _without_name(s.to_dict()) for name, s in self.schemes.items()},
             "calibration": calibration,
+            **({"smoothquant": attrs.asdict(self.smoothquant)} if self.smoothquant else {}),
             **({"gptq": attrs.asdict(self.gptq)} if self.gptq else {}),
             "backend": self.backend,
             "strict": self.strict,
@@ -395,6 +416,7 @@ class _Validator:
             overrides=self._overrides(data.get("overrides", []), known),
             schemes=custom,
             calibration=self._calibration(data.get("calibration", {})),
+            smoothquant=self._smoothquant(data.get("smoothquant", False)),
             gptq=self._gptq(data.get("gptq", False)),
             backend=self._backend(data.get("backend", AUTO), "backend") or AUTO,
             strict=self._typed(data.get("strict", False), "strict", (bool,), False),
@@ -580,11 +602,28 @@ class _Validator:
             self._observer_options(observer, options)
         return Calibration(counts["samples"], counts["batch_size"], observer, options)
 
-    def _gptq(self, value: Any) -> Gptq | None:
+    def _switch(self, value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
+        """An algorithm switch: `true` (default options), `false` (off, None) or a mapping of options."""
         if value is True or value is False:
-            return Gptq() if value else None
-        body = self._typed(value, "gptq", (dict, bool), {})
-        self._keys(body, "gptq", GPTQ_KEYS)
+            return {} if value else None
+        body = self._typed(value, path, (dict, bool), {})
+        self._keys(body, path, keys)
+        return body
+
+    def _smoothquant(self, value: Any) -> SmoothQuant | None:
+        body = self._switch(value, "smoothquant", SMOOTHQUANT_KEYS)
+        if body is None:
+            return None
+        default = SmoothQuant()
+        alpha = self._typed(body.get("alpha", default.alpha), "smoothquant.alpha", (float, int), default.alpha)
+        if not 0 <= alpha <= 1:
+            self.add("smoothquant.alpha", f"must be in [0, 1], got {alpha}")
+        return SmoothQuant(float(alpha))
+
+    def _gptq(self, value: Any) -> Gptq | None:
+        body = self._switch(value, "gptq", GPTQ_KEYS)
+        if body is None:
+            return None
         default = Gptq()
         damp = self._typed(body.get("damp", default.damp), "gptq.damp", (float, int), default.damp)
         if not 0 <= damp < 1:

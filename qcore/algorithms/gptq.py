@@ -26,6 +26,8 @@ class HessianAccumulator:
     in `gptq_quantize` means the same thing for any amount of data.
     """
 
+    label = "gptq input Hessians"
+
     def __init__(self, in_features: int) -> None:
         if in_features <= 0:
             raise ShapeError(f"in_features must be positive, got {in_features}")

@@ -12,7 +12,7 @@ import contextlib
 import itertools
 import sys
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import attrs
@@ -123,8 +123,44 @@ def gptq_targets(targets: Iterable[Target], recipe: Recipe) -> list[Target]:
             and isinstance(t.module, nn.Linear)]
 
 
-def run_gptq(targets: Iterable[Target], recipe: Recipe, hessians: Mapping[str, Any]) -> dict[str, QTensor]:
-    """GPTQ-quantized weights of the `gptq_targets`, from the input Hessians calibration collected."""
+def smoothquant_targets(targets: Iterable[Target], recipe: Recipe) -> list[Target]:
+    """The layers the recipe's `smoothquant` smooths (dynamic integer activations)."""
+    if recipe.smoothquant is None:
+        return []
+    return [t for t in targets if recipe.smoothquant.applies_to(t.rule.scheme) and isinstance(t.module, nn.Linear)]
+
+
+def _reached(name: str, sink: Any, what: str) -> None:
+    if sink.samples == 0:
+        raise QcoreError(f"layer {name!r}: the calibration data never reached this layer; {what} needs its inputs")
+
+
+def smoothing_factors(targets: Iterable[Target], recipe: Recipe, amaxes: Mapping[str, Any]) -> dict[str, torch.Tensor]:
+    """SmoothQuant's per-input-channel factors s of each smoothed layer (weight × s, input / s)."""
+    from qcore.algorithms.smoothquant import smoothing_factors as factors
+
+    found: dict[str, torch.Tensor] = {}
+    for t in targets:
+        if t.name in amaxes:
+            _reached(t.name, amaxes[t.name], "SmoothQuant")
+            assert recipe.smoothquant is not None
+            found[t.name] = factors(amaxes[t.name].amax, t.module.weight, recipe.smoothquant.alpha)
+    return found
+
+
+def weight_to_quantize(t: Target, factors: Mapping[str, torch.Tensor]) -> torch.Tensor:
+    """The layer's float weight as its quantizer sees it: scaled by SmoothQuant's factors when smoothed."""
+    weight = t.module.weight.detach().float()
+    s = factors.get(t.name)
+    return weight if s is None else weight * s.to(weight.device)
+
+
+def run_gptq(targets: Iterable[Target], recipe: Recipe, hessians: Mapping[str, Any],
+             factors: Mapping[str, torch.Tensor]) -> dict[str, QTensor]:
+    """GPTQ-quantized weights of the `gptq_targets`, from the input Hessians calibration collected.
+
+    A smoothed layer multiplies x / s by W·s, so its Hessian is that of x / s.
+    """
     from qcore.algorithms import gptq_quantize
 
     quantized: dict[str, QTensor] = {}
@@ -133,10 +169,14 @@ def run_gptq(targets: Iterable[Target], recipe: Recipe, hessians: Mapping[str, A
     for t in targets:
         if t.name not in hessians:
             continue
-        if hessians[t.name].samples == 0:
-            raise QcoreError(f"layer {t.name!r}: the calibration data never reached this layer; GPTQ needs its inputs")
+        _reached(t.name, hessians[t.name], "GPTQ")
+        hessian = hessians[t.name].hessian
+        s = factors.get(t.name)
+        if s is not None:
+            inv = 1.0 / s.to(torch.float64)
+            hessian = hessian * inv[:, None] * inv[None, :]
         with in_layer(t.name):
-            quantized[t.name] = gptq_quantize(t.module.weight.detach().float(), hessians[t.name].hessian,
+            quantized[t.name] = gptq_quantize(weight_to_quantize(t, factors), hessian,
                                               t.rule.scheme.weights,  # type: ignore[union-attr]
                                               damp=recipe.gptq.damp, block_size=recipe.gptq.block_size)
     return quantized
@@ -206,8 +246,8 @@ class _Calibrator:
     """Forward pre-hooks on the targeted layers: finiteness, first-batch token counts, observers."""
 
     def __init__(self, observers: dict[str, Any], limit: int | None, on_pass: Callable[[int], None],
-                 hessians: Mapping[str, Any]) -> None:
-        self.observers, self.limit, self.on_pass, self.hessians = observers, limit, on_pass, hessians
+                 sinks: Mapping[str, Sequence[Any]]) -> None:
+        self.observers, self.limit, self.on_pass, self.sinks = observers, limit, on_pass, sinks
         self.tokens: dict[str, int] = {}
         self.samples = 0
         self.batches = 0
@@ -223,10 +263,10 @@ class _Calibrator:
             except NonFiniteError as exc:
                 raise NonFiniteError(f"layer {name!r}: {exc}") from None
             self.tokens.setdefault(name, max(1, x.numel() // max(1, x.shape[-1])))
-            for sink in (self.observers.get(name), self.hessians.get(name)):
-                if sink is not None:
-                    with in_layer(name):
-                        sink.observe(x)
+            observer = self.observers.get(name)
+            for sink in ([observer] if observer is not None else []) + list(self.sinks.get(name, ())):
+                with in_layer(name):
+                    sink.observe(x)
 
         return pre_hook
 
@@ -255,17 +295,19 @@ def _progress(enabled: bool):  # type: ignore[no-untyped-def]
 
 
 def calibrate(model: nn.Module, targets: list[Target], recipe: Recipe, data: CalibrationData, *,
-              progress: bool = True, first_batch_only: bool = False, hessians: Mapping[str, Any] | None = None
+              progress: bool = True, first_batch_only: bool = False,
+              sinks: Mapping[str, Sequence[Any]] | None = None
               ) -> tuple[dict[str, tuple[torch.Tensor, torch.Tensor]], dict[str, int], CalibrationInfo | None]:
     """Run calibration data through the float model.
 
     Returns the static activation qparams of the layers that need them, the
     token count each targeted layer saw in the first batch (for planning), and
-    what was run. With `first_batch_only` (no static layer, no GPTQ) only one
+    what was run. With `first_batch_only` (nothing needs calibration) only one
     batch runs, for the token counts, and no CalibrationInfo is returned.
-    `hessians` (layer name → accumulator with `observe(x)`) see each layer's inputs.
+    `sinks` (layer name → objects with `observe(x)` and a `label`, e.g. an
+    algorithm's statistics) see each layer's inputs too.
     """
-    hessians = hessians or {}
+    sinks = sinks or {}
     static = needs_calibration(targets)
     manager = get_manager()
     observers: dict[str, Any] = {}
@@ -282,7 +324,7 @@ def calibrate(model: nn.Module, targets: list[Target], recipe: Recipe, data: Cal
     with _progress(progress and not first_batch_only) as bar:
         task = bar.add_task("calibrating", total=limit)
         calibrator = _Calibrator(observers, limit if callable(data) else None,
-                                 lambda rows: bar.advance(task, rows), hessians)
+                                 lambda rows: bar.advance(task, rows), sinks)
         handles = [t.module.register_forward_pre_hook(calibrator.hook(t.name)) for t in linears]
         try:
             model.eval()
@@ -309,10 +351,9 @@ def calibrate(model: nn.Module, targets: list[Target], recipe: Recipe, data: Cal
             raise QcoreError(f"layer {name!r}: the calibration data never reached this layer; cannot calibrate it")
         with in_layer(name):
             qparams[name] = observer.qparams()
-    if hessians:
-        observer_names.add("gptq input Hessians")
-    info = None if first_batch_only else CalibrationInfo(calibrator.samples, calibrator.batches,
-                                                         ", ".join(sorted(observer_names)) or "none")
+    info = None if first_batch_only else CalibrationInfo(
+        calibrator.samples, calibrator.batches,
+        ", ".join(sorted(observer_names | {s.label for found in sinks.values() for s in found})) or "none")
     return qparams, calibrator.tokens, info
 
 
@@ -339,11 +380,13 @@ def _nbytes(*tensors: torch.Tensor | None) -> int:
 
 
 def build_layers(targets: list[Target], plan: Plan, act_qparams: Mapping[str, tuple[torch.Tensor, torch.Tensor]],
-                 qweights: Mapping[str, QTensor]) -> tuple[dict[str, QuantLinear], tuple[LayerRecord, ...]]:
+                 qweights: Mapping[str, QTensor], factors: Mapping[str, torch.Tensor]
+                 ) -> tuple[dict[str, QuantLinear], tuple[LayerRecord, ...]]:
     """Quantize each planned layer's weights into a QuantLinear (the model is not touched) and record it.
 
     Weights already quantized by an algorithm (`qweights`, e.g. GPTQ) are used as
     they are; the others are rounded to nearest by the contract's quantize op.
+    Smoothed layers (`factors`) quantize W·s and divide their input by s.
     """
     built: dict[str, QuantLinear] = {}
     records = []
@@ -360,10 +403,13 @@ def build_layers(targets: list[Target], plan: Plan, act_qparams: Mapping[str, tu
         assert scheme is not None and isinstance(module, nn.Linear)
         act_scale, act_zero_point = act_qparams.get(t.name, (None, None))
         with in_layer(t.name):
-            weights = ops.linear_weights(scheme, module.weight, module.bias, act_scale=act_scale,
+            weight = weight_to_quantize(t, factors)
+            weights = ops.linear_weights(scheme, weight, module.bias, act_scale=act_scale,
                                          act_zero_point=act_zero_point, qweight=qweights.get(t.name))
-            layer = QuantLinear(t.name, weights, lp.selection)
-            sqnr = metrics.sqnr(module.weight, layer.dequantized_weight()) if scheme.weights is not None else None
+            s = factors.get(t.name)
+            layer = QuantLinear(t.name, weights, lp.selection,
+                                input_scale=None if s is None else (1.0 / s).to(weight.device))
+            sqnr = metrics.sqnr(weight, layer.dequantized_weight()) if scheme.weights is not None else None
         built[t.name] = layer
         records.append(LayerRecord(t.name, scheme, t.rule.rule, layer.kernel_id, lp.selection.why(), None, **shape,
                                    float_bytes=float_bytes, quant_bytes=layer.storage_bytes(), weight_sqnr=sqnr))

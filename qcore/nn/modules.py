@@ -1,7 +1,7 @@
 """QuantLinear: a Linear layer whose weights are stored quantized and run by one chosen kernel.
 
-The canonical packed weight, its qparams, the bias and any static activation
-qparams are buffers, so `state_dict` (and safetensors) hold exactly what the
+The canonical packed weight, its qparams, the bias, any static activation
+qparams and any SmoothQuant input scale are buffers, so `state_dict` (and safetensors) hold exactly what the
 kernel was prepared from. The kernel is bound once, at construction:
 `forward` calls it directly, with no dispatch per call. A QuantLinear runs on
 the device it was built for; to move it, quantize (or load) again there.
@@ -10,6 +10,7 @@ the device it was built for; to move it, quantize (or load) again there.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -20,11 +21,17 @@ from qcore.matcher import Selection
 from qcore.spec import QuantScheme
 
 
+def _scaled_input(run: Callable[[torch.Tensor], torch.Tensor], scale: torch.Tensor
+                  ) -> Callable[[torch.Tensor], torch.Tensor]:
+    """`run(x * scale)`: SmoothQuant's per-channel input scaling (1 / s), before the kernel quantizes x."""
+    return lambda x: run(x * scale)
+
+
 class QuantLinear(nn.Module):
     """Replaces an nn.Linear: quantized weight buffers plus the kernel the matcher chose for this layer."""
 
     def __init__(self, name: str, weights: LinearWeights, selection: Selection,
-                 packed: PackedTensor | None = None) -> None:
+                 packed: PackedTensor | None = None, input_scale: torch.Tensor | None = None) -> None:
         super().__init__()
         self.name = name
         self.scheme: QuantScheme = weights.scheme
@@ -40,15 +47,18 @@ class QuantLinear(nn.Module):
         self.register_buffer("bias", weights.bias)
         self.register_buffer("act_scale", weights.act_scale)
         self.register_buffer("act_zero_point", weights.act_zero_point)
+        self.register_buffer("input_scale", input_scale)
         kernel = selection.chosen
         assert kernel.prepare is not None
-        self._run = functools.partial(kernel.fn, kernel.prepare(weights))
+        run = functools.partial(kernel.fn, kernel.prepare(weights))
+        self._run = run if input_scale is None else _scaled_input(run, input_scale)
 
     @classmethod
     def from_packed(cls, name: str, packed: PackedTensor | None, scheme: QuantScheme, selection: Selection, *,
                     bias: torch.Tensor | None = None, act_scale: torch.Tensor | None = None,
                     act_zero_point: torch.Tensor | None = None,
-                    float_weight: torch.Tensor | None = None) -> QuantLinear:
+                    float_weight: torch.Tensor | None = None,
+                    input_scale: torch.Tensor | None = None) -> QuantLinear:
         """Rebuild from stored tensors (what `qcore.io.load` reads), keeping the packed bytes as they are."""
         weights = LinearWeights(
             scheme=scheme,
@@ -58,7 +68,7 @@ class QuantLinear(nn.Module):
             act_zero_point=act_zero_point,
             float_weight=float_weight,
         )
-        return cls(name, weights, selection, packed)
+        return cls(name, weights, selection, packed, input_scale)
 
     @property
     def kernel_id(self) -> str:
