@@ -14,7 +14,7 @@ import torch
 
 from qcore.errors import QcoreError, ShapeError, SpecError
 from qcore.kernels import QTensor
-from qcore.qparams import canonical_axis, check_finite, qparams_from_range, reduce_minmax
+from qcore.qparams import canonical_axis, check_finite, minmax_qparams, qparams_from_range
 from qcore.spec import QuantSpec
 
 
@@ -107,7 +107,7 @@ def gptq_quantize(
     qmin, qmax = spec.qrange
 
     if g is None:
-        scale, zero_point = qparams_from_range(*reduce_minmax(w32, spec), spec)
+        scale, zero_point = minmax_qparams(w32, spec)
         step = block_size
     else:
         scale = torch.empty(n, k // g, dtype=torch.float32)

@@ -13,7 +13,7 @@ import torch
 
 from qcore.errors import ShapeError
 from qcore.kernels import QTensor
-from qcore.qparams import canonical_axis, qparams_from_range, reduce_minmax
+from qcore.qparams import canonical_axis, minmax_qparams
 from qcore.spec import QuantSpec
 from qcore_cupy_cuda import runtime as rt
 
@@ -66,7 +66,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
     shape = tuple(x.shape)
     div, mod, qshape = index_map(shape, spec)
     if scale is None:
-        scale, zp = qparams_from_range(*reduce_minmax(x, spec), spec)
+        scale, zp = minmax_qparams(x, spec)
         scale, zp = scale.contiguous(), zp.contiguous()
     else:
         scale, zp = _given_qparams(scale, zero_point, qshape, x.device)

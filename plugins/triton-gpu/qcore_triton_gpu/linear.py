@@ -13,7 +13,7 @@ import triton
 
 from qcore.errors import ShapeError, SpecError
 from qcore.kernels import LinearWeights
-from qcore.qparams import check_finite, expand, qparams_from_range, reduce_minmax
+from qcore.qparams import check_finite, expand, minmax_qparams
 from qcore.spec import QuantSpec
 from qcore_triton_gpu import linear_kernels as LK
 from qcore_triton_gpu.quantize import pack4
@@ -75,8 +75,7 @@ def _act_scales(p: W8A8, rows: torch.Tensor) -> torch.Tensor:
         scale = p.act_scale.to(rows.device)
     else:
         check_finite(rows, "linear input")
-        lo, hi = reduce_minmax(rows, p.act)
-        scale, _ = qparams_from_range(lo, hi, p.act)
+        scale, _ = minmax_qparams(rows, p.act)
     return expand(scale, p.act, rows.shape).expand(rows.shape[0], 1).reshape(-1).contiguous()
 
 
