@@ -22,6 +22,7 @@ import attrs
 import pytest
 import torch
 
+from qcore.autotune import cuda_graph
 from qcore.errors import NoKernelError
 from qcore.kernels import KernelRequest
 from qcore.matcher import AUTO, Matcher
@@ -68,32 +69,16 @@ def _quantize_weights(scheme: QuantScheme, weight: torch.Tensor, sample: torch.T
 
 def _rounds(fn: Callable[[], object], reps: int) -> tuple[Callable[[], None], str]:
     """One benchmark round: `reps` calls of `fn` then a wait, as a CUDA graph replay when `fn` can be captured."""
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        fn()  # warm-up off the default stream, as capture wants: compiles, tunes, allocates
-    torch.cuda.current_stream().wait_stream(side)
-    torch.cuda.synchronize()
-    graph = torch.cuda.CUDAGraph()
-    try:
-        with torch.cuda.graph(graph):
-            for _ in range(reps):
-                fn()
-    except Exception:  # a host synchronisation (or anything else) inside: time eager calls instead
+    replay = cuda_graph(fn, reps)
+    if replay is not None:
+        return replay, "cuda-graph"
+
+    def eager() -> None:
+        for _ in range(reps):
+            fn()
         torch.cuda.synchronize()
 
-        def eager() -> None:
-            for _ in range(reps):
-                fn()
-            torch.cuda.synchronize()
-
-        return eager, "eager"
-
-    def replay() -> None:
-        graph.replay()
-        torch.cuda.synchronize()
-
-    return replay, "cuda-graph"
+    return eager, "eager"
 
 
 def _measure(benchmark, bench_record, fn: Callable[[], object], shape: tuple[int, int, int], **info) -> None:

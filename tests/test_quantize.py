@@ -12,6 +12,7 @@ from torch import nn
 from qcore import api, metrics, ops
 from qcore.errors import NoKernelError, NonFiniteError, QcoreError
 from qcore.nn import QuantLinear
+from qcore.qparams import check_finite
 from qcore.recipe import RecipeError
 
 
@@ -203,3 +204,16 @@ def test_sentence_transformers_with_callable(tmp_path) -> None:  # type: ignore[
     out = st.encode(sentences, convert_to_tensor=True)
     assert metrics.cosine(ref, out).min() > 0.99
     assert not any(math.isnan(r.weight_sqnr) for r in api.state_of(st).layers if r.weight_sqnr is not None)
+
+
+@pytest.mark.parametrize(("dtype", "bad"), [
+    *((dtype, bad) for dtype in (torch.float32, torch.float16, torch.bfloat16)
+      for bad in (float("nan"), float("inf"), float("-inf"))),
+    (torch.float8_e4m3fn, float("nan")),  # e4m3fn has no infinity
+], ids=str)
+def test_check_finite_finds_every_kind_in_every_float_dtype(dtype: torch.dtype, bad: float) -> None:
+    x = torch.ones(3, 5)
+    check_finite(x.to(dtype), "clean")
+    x[1, 3] = bad
+    with pytest.raises(NonFiniteError, match=r"x has 1 non-finite value\(s\); first at index \(1, 3\)"):
+        check_finite(x.to(dtype), "x")

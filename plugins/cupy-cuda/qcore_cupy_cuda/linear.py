@@ -16,6 +16,7 @@ import attrs
 import torch
 
 from qcore.kernels import LinearWeights
+from qcore.qparams import check_finite
 from qcore.spec import QuantSpec
 from qcore_cupy_cuda import runtime as rt
 from qcore_cupy_cuda.quant import quantize
@@ -42,7 +43,7 @@ def _activations(x: torch.Tensor, k: int) -> torch.Tensor:
     x2 = x2.contiguous()
     if x2.data_ptr() % 16:
         x2 = x2.clone()
-    rt.check_input(x2)
+    check_finite(x2, "linear input")
     return x2
 
 

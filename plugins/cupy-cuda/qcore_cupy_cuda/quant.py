@@ -13,7 +13,7 @@ import torch
 
 from qcore.errors import ShapeError
 from qcore.kernels import QTensor
-from qcore.qparams import canonical_axis, minmax_qparams
+from qcore.qparams import canonical_axis, check_finite, minmax_qparams
 from qcore.spec import QuantSpec
 from qcore_cupy_cuda import runtime as rt
 
@@ -62,7 +62,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
     """Codes of `x` (CUDA) for an integer `spec`; qparams from min-max unless given."""
     rt.require_cuda(x, "the input")
     x = x.detach().to(torch.float32).contiguous()
-    rt.check_input(x)
+    check_finite(x, "input")
     shape = tuple(x.shape)
     div, mod, qshape = index_map(shape, spec)
     if scale is None:

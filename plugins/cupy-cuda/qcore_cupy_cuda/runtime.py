@@ -24,7 +24,6 @@ import numpy as np
 import torch
 
 from qcore.descriptors import BackendInfo
-from qcore.qparams import check_finite
 
 BACKEND = "cupy-cuda"
 KERNEL_DIR = Path(__file__).parent / "kernels"
@@ -134,9 +133,3 @@ def i32(v: int) -> Any:
 def i64(v: int) -> Any:
     """A kernel `long long` argument."""
     return np.int64(v)
-
-
-def check_input(x: torch.Tensor, what: str = "input") -> None:
-    """NonFiniteError on NaN/Inf in `x`; skipped while a CUDA graph is captured (no host sync allowed then)."""
-    if not torch.cuda.is_current_stream_capturing():
-        check_finite(x, what)
