@@ -268,6 +268,20 @@ def test_fp8_ties_and_saturation(tg: types.SimpleNamespace) -> None:
     assert ours.codes.float()[4:6].tolist() == [448.0, -448.0]
 
 
+@pytest.mark.parametrize("dtype", ["fp8_e4m3", "fp8_e5m2"])
+def test_fp8_every_value_and_every_midpoint(tg: types.SimpleNamespace, dtype: str) -> None:
+    """All finite codes, the midpoints between neighbours (ties) and the floats just either side of them."""
+    spec = QuantSpec(dtype)
+    grid = torch.arange(256, dtype=torch.uint8).view(getattr(torch, spec.info.torch_dtype)).float()
+    grid = grid[torch.isfinite(grid) & (grid >= 0)].unique()
+    mid = (grid[:-1] + grid[1:]) / 2
+    near = torch.cat([mid, torch.nextafter(mid, grid[1:]), torch.nextafter(mid, grid[:-1]), grid, grid[-1:] * 1.5])
+    x = torch.cat([near, -near])
+    ours = tg.quantize.quantize(x, spec, torch.tensor(1.0))
+    assert_same_qtensor(ours, ref("quantize").fn(x, spec, torch.tensor(1.0)))
+    assert torch.equal(ours.codes.float()[: len(mid)], mid.to(ours.codes.dtype).float())
+
+
 def test_non_finite_is_an_error_before_launch(tg: types.SimpleNamespace) -> None:
     x = torch.zeros(2, 8)
     x[1, 3] = float("nan")

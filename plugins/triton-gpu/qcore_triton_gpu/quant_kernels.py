@@ -42,21 +42,24 @@ def clip(v, lo, hi):
 
 
 @triton.jit
-def round_to_float(v, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr):
-    """Round float32 `v` (already clamped to ±fmax) half-to-even onto a float format's grid.
+def encode_float(v, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr):
+    """The bits of float32 `v` (already clamped to ±fmax) rounded half-to-even onto a float format (fp8).
 
-    The grid spacing around `v` is 2**(max(e, MIN_EXP) - MANT_BITS), e the
-    exponent of `v` (subnormals share the smallest normal spacing); scaling by
-    its inverse is exact, so `rne` sees the exact quotient. The result is exactly
-    representable, so the final cast to fp8 rounds nothing: this does not rely
-    on the conversion instruction's rounding (the interpreter's is not half-to-even).
+    The grid spacing around `v` is 2**s, s = max(e, MIN_EXP) - MANT_BITS with
+    e the exponent of `v` (subnormals share the smallest normal spacing), and
+    scaling by 2**-s is exact, so `rne` sees the exact quotient n. Then
+    n * 2**s is encoded as ((s + MANT_BITS - MIN_EXP) << MANT_BITS) + n: for a
+    normal n carries the implicit leading bit into the exponent field (also
+    when rounding reached the next binade), for a subnormal the field is 0.
+    Writing the bits with integer ops, not a float → fp8 conversion, keeps the
+    result independent of the conversion instruction and of the interpreter.
     """
     bits = v.to(tl.int32, bitcast=True)
     log_step = tl.maximum(((bits >> 23) & 0xFF) - 127, MIN_EXP) - MANT_BITS
-    step = ((log_step + 127) << 23).to(tl.float32, bitcast=True)
     inverse = ((127 - log_step) << 23).to(tl.float32, bitcast=True)  # multiply: fp32 `/` may be approximate
-    r = rne(tl.abs(v) * inverse) * step
-    return tl.where(bits < 0, -r, r)  # the sign survives rounding to zero, as in a hardware conversion
+    n = rne(tl.abs(v) * inverse).to(tl.int32)
+    code = ((log_step + MANT_BITS - MIN_EXP) << MANT_BITS) + n
+    return tl.where(bits < 0, code | 0x80, code)  # the sign survives rounding to zero, as in a hardware conversion
 
 
 @triton.autotune(configs=_ELEMENTWISE, key=["size_bucket"], prune_configs_by=pruner("x_ptr"))
@@ -64,7 +67,10 @@ def round_to_float(v, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr):
 def quantize_kernel(x_ptr, scale_ptr, zp_ptr, out_ptr, numel, inner, nq, size_bucket,
                     QMIN: tl.constexpr, QMAX: tl.constexpr, MODE: tl.constexpr,
                     FMAX: tl.constexpr, MANT_BITS: tl.constexpr, MIN_EXP: tl.constexpr, BLOCK: tl.constexpr):
-    """Codes per docs/numerics.md: the quotient in float64, rounded half-to-even, zero-point added, clamped."""
+    """Codes per docs/numerics.md: the quotient in float64, rounded half-to-even, zero-point added, clamped.
+
+    For float formats `out_ptr` is the codes viewed as uint8 and receives the bit patterns.
+    """
     offs = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
     x = tl.load(x_ptr + offs, mask=mask, other=0.0)
@@ -75,7 +81,7 @@ def quantize_kernel(x_ptr, scale_ptr, zp_ptr, out_ptr, numel, inner, nq, size_bu
         s = tl.load(scale_ptr + qi, mask=mask, other=1.0)
         v = x.to(tl.float64) / s.to(tl.float64)
         if MODE == MODE_FLOAT:
-            q = round_to_float(clip(v.to(tl.float32), -FMAX, FMAX), MANT_BITS, MIN_EXP)
+            q = encode_float(clip(v.to(tl.float32), -FMAX, FMAX), MANT_BITS, MIN_EXP)
         else:
             zp = tl.load(zp_ptr + qi, mask=mask, other=0)
             r = rne(clip(v, -ROUND_LIMIT, ROUND_LIMIT)) + zp.to(tl.float64)

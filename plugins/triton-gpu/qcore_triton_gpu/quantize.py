@@ -92,7 +92,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
         inner, nq = flat_layout(x.shape, spec)
         mant_bits, min_exp = FLOAT_GRIDS.get(spec.dtype, (0, 0))
         K.quantize_kernel[_grid(x.numel())](
-            x, scale, zp, codes, x.numel(), inner, nq, bucket(x.numel(), 1 << 30),
+            x, scale, zp, codes.view(torch.uint8) if info.is_float else codes, x.numel(), inner, nq, bucket(x.numel(), 1 << 30),
             QMIN=qmin, QMAX=qmax, MODE=mode.value, FMAX=float(info.fmax), MANT_BITS=mant_bits, MIN_EXP=min_exp,
         )
     return QTensor(codes=codes, scale=scale, zero_point=zp, spec=spec)
