@@ -30,7 +30,7 @@ from qcore.metrics import sqnr
 from qcore.spec import PRESETS, QuantSpec
 
 BACKEND = "triton-gpu"
-KERNEL_MODULES = ("qcore_triton_gpu.quant_kernels", "qcore_triton_gpu.linear_kernels",
+KERNEL_MODULES = ("qcore_triton_gpu.quant_kernels", "qcore_triton_gpu.linear_kernels", "qcore_triton_gpu.gemv_kernels",
                   "qcore_triton_gpu.quantize", "qcore_triton_gpu.linear")
 NO_CUDA = "no CUDA device (torch.cuda.is_available() is False)"
 
@@ -338,10 +338,14 @@ def _layer(name: str, m: int, k: int, n: int, seed: int, bias: bool = True
     return lw, x, x @ w.T + (b if b is not None else 0)
 
 
-def _run(tg: types.SimpleNamespace, lw: LinearWeights, x: torch.Tensor, **kw: int) -> torch.Tensor:
+def _run(tg: types.SimpleNamespace, lw: LinearWeights, x: torch.Tensor) -> torch.Tensor:
     if lw.scheme.weight_only:
-        return tg.linear.weight_only_linear(tg.linear.prepare_weight_only(lw), x, **kw)
+        return tg.linear.weight_only_linear(tg.linear.prepare_weight_only(lw), x)
     return tg.linear.w8a8_linear(tg.linear.prepare_w8a8(lw), x)
+
+
+def _reference(lw: LinearWeights, x: torch.Tensor) -> torch.Tensor:
+    return ref("linear").fn(ref("linear").prepare(lw), x)
 
 
 @pytest.mark.parametrize("name", LINEAR_SCHEMES)
@@ -350,23 +354,79 @@ def _run(tg: types.SimpleNamespace, lw: LinearWeights, x: torch.Tensor, **kw: in
 def test_linear_matches_reference(tg: types.SimpleNamespace, name: str, m: int, k: int, n: int) -> None:
     lw, x, _ = _layer(name, m, k, n, seed=m * k + n, bias=m != 3)
     ours = _run(tg, lw, x)
-    theirs = ref("linear").fn(ref("linear").prepare(lw), x)
+    theirs = _reference(lw, x)
     assert ours.dtype == torch.float32 and ours.shape == (m, n)
     assert sqnr(theirs, ours) >= 50.0
 
 
 @pytest.mark.parametrize("splits", [1, 2, 4])
-def test_split_k_partials_sum_to_the_same_result(tg: types.SimpleNamespace, splits: int) -> None:
-    lw, x, _ = _layer("w4a16", 2, 512, 32, seed=7)
-    theirs = ref("linear").fn(ref("linear").prepare(lw), x)
-    assert sqnr(theirs, _run(tg, lw, x, splits=splits)) >= 50.0
+def test_dot_split_k_partials_sum_to_the_same_result(tg: types.SimpleNamespace, splits: int) -> None:
+    lw, x, _ = _layer("w4a16", 9, 512, 32, seed=7)
+    ours = tg.linear.dot(tg.linear.prepare_weight_only(lw), x, splits=splits)
+    assert sqnr(_reference(lw, x), ours) >= 50.0
+
+
+def _scheme(name: str, group_size: int | None) -> qcore.QuantScheme:
+    """A preset with another weight group size (None: per output channel)."""
+    w = PRESETS[name].weights
+    assert w is not None
+    w = attrs.evolve(w, granularity="group", group_size=group_size) if group_size else \
+        attrs.evolve(w, granularity="channel", group_size=None, axis=0)
+    return attrs.evolve(PRESETS[name], name=f"{name}-g{group_size}", weights=w)
+
+
+GEMV_CASES = [("w4a16", 128, 1024), ("w4a16-asym", 32, 1024), ("w8a16", None, 1024), ("w4a16-asym", None, 384),
+              ("w8a16", 64, 384)]
+
+
+@pytest.mark.parametrize("index", range(len(GEMV_CASES)))
+def test_gemv_every_config_matches_reference(tg: types.SimpleNamespace, index: int) -> None:
+    """Every autotune config that fits (tiles of one group or many, K tails, split-K with its counters)."""
+    gk = importlib.import_module("qcore_triton_gpu.gemv_kernels")
+    name, group, k = GEMV_CASES[index]
+    gen = torch.Generator().manual_seed(index)
+    scheme = _scheme(name, group)
+    w, x, b = torch.randn(40, k, generator=gen), torch.randn(3, k, generator=gen), torch.randn(40, generator=gen)
+    lw = LinearWeights(scheme, ref("quantize").fn(w, scheme.weights), b)
+    p = tg.linear.prepare_weight_only(lw)
+    theirs = _reference(lw, x)
+    args = {"GROUP": p.group, "n_groups": p.n_groups, "K": k}
+    fitting = [c for c in gk.CONFIGS if gk._fits(c, args)]
+    assert len(fitting) >= 4
+    for config in fitting:
+        ours = tg.linear.gemv(p, x, config)
+        assert sqnr(theirs, ours) >= 50.0, config
+        assert not p.locks.any(), f"{config}: split-K counters were not reset"
+
+
+def test_gemv_takes_few_rows_only(tg: types.SimpleNamespace) -> None:
+    lw, x, _ = _layer("w4a16", 5, 128, 32, seed=1)
+    with pytest.raises(qcore.ShapeError, match="at most 4 rows, got 5"):
+        tg.linear.gemv(tg.linear.prepare_weight_only(lw), x)
+
+
+@pytest.mark.parametrize("name", ["w8a8-dynamic", "w8a8"])
+def test_activation_codes_and_scales_equal_reference(tg: types.SimpleNamespace, name: str) -> None:
+    """The row quantizer of w8a8: all-zero and constant rows, ties, a huge value beside tiny ones."""
+    lw, x, _ = _layer(name, 6, 96, 16, seed=5)
+    x[0] = 0.0
+    x[1] = -2.5
+    x[2, :8] = torch.tensor([0.5, 1.5, 2.5, -0.5, -1.5, 127.0, 63.5, -63.5])
+    x[3, 0], x[3, 1:] = 60000.0, 1e-6
+    p = tg.linear.prepare_w8a8(lw)
+    spec = lw.scheme.input_activations
+    for given, exact in ((x, x), (x.half(), x.half().float())):  # half inputs are read as they are
+        codes, scale = tg.linear.quantize_rows(p, given)
+        theirs = ref("quantize").fn(exact, spec, lw.act_scale)
+        assert torch.equal(codes.long(), theirs.codes.long())
+        assert torch.equal(scale.reshape(theirs.scale.shape), theirs.scale)
 
 
 def test_linear_keeps_leading_dims_and_half_inputs(tg: types.SimpleNamespace) -> None:
     lw, x, _ = _layer("w4a16", 6, 128, 32, seed=3)
     x3 = x.reshape(2, 3, 128).half()
     ours = _run(tg, lw, x3)
-    theirs = ref("linear").fn(ref("linear").prepare(lw), x3.float())
+    theirs = _reference(lw, x3.float())
     assert ours.shape == (2, 3, 32) and sqnr(theirs, ours) >= 50.0
 
 

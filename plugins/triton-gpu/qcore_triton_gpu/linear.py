@@ -13,9 +13,11 @@ import triton
 
 from qcore.errors import ShapeError, SpecError
 from qcore.kernels import LinearWeights
-from qcore.qparams import check_finite, expand, minmax_qparams
+from qcore.qparams import check_finite, minmax_qparams
 from qcore.spec import QuantSpec
+from qcore_triton_gpu import gemv_kernels as GK
 from qcore_triton_gpu import linear_kernels as LK
+from qcore_triton_gpu import quant_kernels as QK
 from qcore_triton_gpu.quantize import pack4
 from qcore_triton_gpu.support import w8a8_problem, weight_only_problem
 from qcore_triton_gpu.tuning import bucket
@@ -24,12 +26,19 @@ MIN_SPLIT_SPAN = 128
 """Split-K never gives a program fewer K values than this (one int4 group)."""
 SMALL_M = 64
 """Up to this many rows, a weight-only GEMM has too few tiles to fill the GPU without split-K."""
+ROW_BLOCK = 4096
+"""Most activation values a program of the row quantizer holds at once."""
 
 
-def _rows(x: torch.Tensor, k: int) -> torch.Tensor:
+def _float_rows(x: torch.Tensor, k: int) -> torch.Tensor:
+    """`x` (..., K) as a finite, contiguous (M, K) float matrix; half and bfloat16 stay so (kernels widen exactly)."""
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
-    return x.detach().reshape(-1, k).contiguous()
+    rows = x.detach().reshape(-1, k)
+    rows = (rows if rows.dtype in (torch.float16, torch.bfloat16, torch.float32) else rows.to(torch.float32))
+    rows = rows.contiguous()
+    check_finite(rows, "linear input")
+    return rows
 
 
 def _optional_to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
@@ -65,41 +74,55 @@ def prepare_w8a8(w: LinearWeights) -> W8A8:
         w_scale=w.weight.scale.to(torch.float32).contiguous(),
         bias=_bias(w),
         act=act,
-        act_scale=None if act.dynamic else w.act_scale.to(torch.float32),
+        act_scale=None if act.dynamic else w.act_scale.to(torch.float32).reshape(1),
     )
 
 
-def _act_scales(p: W8A8, rows: torch.Tensor) -> torch.Tensor:
-    """One scale per row: per-token/per-tensor min-max per the contract (exact, in torch), or the static one."""
+def quantize_rows(p: W8A8, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(int8 codes (M, K), scales) of the activations: one scale a row (per token) or one for all (per tensor)."""
+    m, k = rows.shape
+    codes = torch.empty((m, k), dtype=torch.int8, device=rows.device)
+    per_token = p.act.granularity == "token"
     if p.act_scale is not None:
         scale = p.act_scale.to(rows.device)
+    elif per_token:
+        scale = torch.empty(m, dtype=torch.float32, device=rows.device)
     else:
-        check_finite(rows, "linear input")
-        scale, _ = minmax_qparams(rows, p.act)
-    return expand(scale, p.act, rows.shape).expand(rows.shape[0], 1).reshape(-1).contiguous()
+        scale = minmax_qparams(rows.to(torch.float32), p.act)[0].reshape(1)
+    if m and k:
+        QK.quantize_rows_kernel[(m,)](rows, scale, codes, k, rows.stride(0), QMAX=p.act.qrange[1],
+                                      DYNAMIC=per_token, BLOCK=bucket(k, ROW_BLOCK), num_warps=4)
+    elif per_token:
+        scale.fill_(1.0)
+    return codes, scale
 
 
 def w8a8_linear(p: W8A8, x: torch.Tensor) -> torch.Tensor:
     """float32 (..., N) = rescaled int32 GEMM of the int8-quantized `x` and the int8 weight, plus bias."""
     n, k = p.codes.shape
-    rows = _rows(x, k).to(torch.float32)
+    rows = _float_rows(x, k)
     dev = rows.device
     codes, w_scale, bias = p.codes.to(dev), p.w_scale.to(dev), _optional_to(p.bias, dev)
-    a_scale = _act_scales(p, rows)
+    a_codes, a_scale = quantize_rows(p, rows)
     m = rows.shape[0]
     out = torch.empty((m, n), dtype=torch.float32, device=dev)
     if m and n:
-        qmax = p.act.qrange[1]
-        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]), triton.cdiv(n, meta["BLOCK_N"]))  # noqa: E731
-        LK.w8a8_kernel[grid](rows, a_scale, codes, w_scale, bias if bias is not None else w_scale, out, m, n, k,
-                             rows.stride(0), codes.stride(0), out.stride(0), bucket(m),
-                             QMAX=qmax, HAS_BIAS=bias is not None)
+        grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]),)  # noqa: E731
+        LK.int8_gemm_kernel[grid](a_codes, a_scale, int(a_scale.numel() > 1), codes, w_scale,
+                                  bias if bias is not None else w_scale, out, m, n, k,
+                                  a_codes.stride(0), codes.stride(0), out.stride(0), bucket(m),
+                                  HAS_BIAS=bias is not None)
     return out.reshape(*x.shape[:-1], n)
 
 
 @attrs.frozen(eq=False)
 class WeightOnly:
-    """Weight codes in kernel layout (4-bit: packed (N, K/2) uint8) with (N, groups) scales and zero-points."""
+    """Weight codes in kernel layout (4-bit: packed (N, K/2) uint8) with (N, groups) scales and zero-points.
+
+    `locks` are the GEMV's split-K arrival counters (zero between calls: the
+    last program of a tile resets its own); one set per layer, so one layer
+    must not run on two streams at once.
+    """
 
     codes: torch.Tensor
     scale: torch.Tensor
@@ -108,10 +131,15 @@ class WeightOnly:
     spec: QuantSpec
     in_features: int
     group: int
+    locks: torch.Tensor
 
     @property
     def n_groups(self) -> int:
         return self.scale.shape[1]
+
+    @property
+    def out_features(self) -> int:
+        return self.codes.shape[0]
 
 
 def prepare_weight_only(w: LinearWeights) -> WeightOnly:
@@ -132,6 +160,7 @@ def prepare_weight_only(w: LinearWeights) -> WeightOnly:
         spec=q.spec,
         in_features=k,
         group=group,
+        locks=torch.zeros(GK.GEMV_MAX_M * triton.cdiv(n, GK.MIN_BLOCK_N), dtype=torch.int32, device=codes.device),
     )
 
 
@@ -145,22 +174,21 @@ def split_k(m: int, n: int, k: int, device: torch.device) -> int:
     return 1 << (most.bit_length() - 1)
 
 
-def weight_only_linear(p: WeightOnly, x: torch.Tensor, splits: int | None = None) -> torch.Tensor:
-    """float32 (..., N) = x @ deq(W).T + bias with the dequantization fused into the GEMM."""
-    k = p.in_features
-    n = p.codes.shape[0]
-    rows = _rows(x, k)
-    if not rows.is_floating_point():
-        rows = rows.to(torch.float32)
-    dev = rows.device
-    codes, scale = p.codes.to(dev), p.scale.to(dev)
-    zp, bias = _optional_to(p.zero_point, dev), _optional_to(p.bias, dev)
-    m = rows.shape[0]
-    splits = splits or split_k(m, n, k, dev)
-    if not (m and n and k):
-        out = torch.zeros((m, n), dtype=torch.float32, device=dev)
-        return (out if bias is None else out + bias).reshape(*x.shape[:-1], n)
-    out = torch.empty((splits, m, n), dtype=torch.float32, device=dev)  # every program writes its tile
+def _on(p: WeightOnly, dev: torch.device
+        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+    """(codes, scale, zero_point, bias) on `dev`."""
+    return p.codes.to(dev), p.scale.to(dev), _optional_to(p.zero_point, dev), _optional_to(p.bias, dev)
+
+
+def dot(p: WeightOnly, rows: torch.Tensor, splits: int | None = None) -> torch.Tensor:
+    """float32 (M, N) = rows @ deq(W).T + bias by the tl.dot kernel (`splits` K splits, else the heuristic).
+
+    `rows` is a contiguous (M, K) float matrix with M, N, K > 0, as `weight_only_linear` passes it.
+    """
+    codes, scale, zp, bias = _on(p, rows.device)
+    k, n, m = p.in_features, p.out_features, rows.shape[0]
+    splits = splits or split_k(m, n, k, rows.device)
+    out = torch.empty((splits, m, n), dtype=torch.float32, device=rows.device)  # every program writes its tile
     grid = lambda meta: (triton.cdiv(m, meta["BLOCK_M"]) * triton.cdiv(n, meta["BLOCK_N"]), splits)  # noqa: E731
     LK.weight_only_kernel[grid](
         rows, codes, scale, zp if zp is not None else scale, bias if bias is not None else scale, out,
@@ -168,5 +196,39 @@ def weight_only_linear(p: WeightOnly, x: torch.Tensor, splits: int | None = None
         BITS=p.spec.bits, SIGNED=p.spec.info.signed, ASYM=zp is not None, HAS_BIAS=bias is not None,
         SPLIT_K=splits,
     )
-    result = out[0] if splits == 1 else out.sum(0)
+    return out[0] if splits == 1 else out.sum(0)
+
+
+def gemv(p: WeightOnly, rows: torch.Tensor, config: triton.Config | None = None) -> torch.Tensor:
+    """float32 (M, N) = rows @ deq(W).T + bias by the GEMV kernel, M ≤ GEMV_MAX_M; `config` skips autotuning.
+
+    `rows` as for `dot`.
+    """
+    codes, scale, zp, bias = _on(p, rows.device)
+    k, n, m = p.in_features, p.out_features, rows.shape[0]
+    if m > GK.GEMV_MAX_M:
+        raise ShapeError(f"the GEMV takes at most {GK.GEMV_MAX_M} rows, got {m}")
+    out = torch.empty((m, n), dtype=torch.float32, device=rows.device)
+    workspace = torch.empty((GK.MAX_SPLIT_K, m, n), dtype=torch.float32, device=rows.device)
+    launch = GK.gemv_kernel if config is None else GK.gemv_kernel.fn
+    grid = lambda meta: (triton.cdiv(n, meta["BLOCK_N"]), meta["SPLIT_K"], m)  # noqa: E731
+    launch[grid](
+        rows, codes, scale, zp if zp is not None else scale, bias if bias is not None else scale, workspace,
+        p.locks.to(rows.device), out, m, n, k, p.n_groups, rows.stride(0), codes.stride(0),
+        BITS=p.spec.bits, SIGN_BIAS=1 << (p.spec.bits - 1) if p.spec.info.signed else 0, ASYM=zp is not None,
+        HAS_BIAS=bias is not None, GROUP=p.group, **({} if config is None else config.all_kwargs()),
+    )
+    return out
+
+
+def weight_only_linear(p: WeightOnly, x: torch.Tensor) -> torch.Tensor:
+    """float32 (..., N) = x @ deq(W).T + bias with the dequantization fused: the GEMV up to 4 rows, else tl.dot."""
+    n = p.out_features
+    rows = _float_rows(x, p.in_features)
+    m = rows.shape[0]
+    if not (m and n):
+        out = torch.zeros((m, n), dtype=torch.float32, device=rows.device)
+        result = out if p.bias is None else out + p.bias.to(rows.device)
+    else:
+        result = gemv(p, rows) if m <= GK.GEMV_MAX_M else dot(p, rows)
     return result.reshape(*x.shape[:-1], n)

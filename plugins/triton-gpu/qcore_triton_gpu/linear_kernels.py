@@ -1,21 +1,18 @@
 """Triton GEMM kernels for the quantized linear layers.
 
-- `w8a8_kernel`: per-token (or per-tensor) int8 activation quantization fused
-  into an int8 × int8 → int32 tl.dot, rescaled per token and per output
-  channel in the epilogue, bias added. The activation codes never touch memory.
+- `int8_gemm_kernel`: int8 activation codes (from `quant_kernels.quantize_rows_kernel`)
+  × int8 weight codes → int32 tl.dot on tensor cores, rescaled per token (or
+  per tensor) and per output channel in the epilogue, bias added.
 - `weight_only_kernel`: int8/uint8/int4/uint4 weights (4-bit ones packed two a
   byte along K) dequantized per group or per channel inside the K loop and
   fed to a float tl.dot. For small M it splits K across programs (split-K)
-  into a float32 workspace that the host sums in a fixed order, so decoding
-  (M = 1) fills the GPU and two runs stay bit-identical (no atomics).
+  into a float32 workspace that the host sums in a fixed order, so two runs
+  stay bit-identical (no atomics). Decoding sizes (M ≤ 4) use `gemv_kernels`.
 
 Both are autotuned over a few tile shapes keyed on power-of-two buckets of M
 and on N, K.
 
-Only triton builtins are used, no `triton.language.standard` helpers
-(tl.zeros, tl.cdiv): those are @jit functions decorated when triton itself is
-imported, so a process that imported triton before setting TRITON_INTERPRET
-could not interpret them.
+Only triton builtins are used (see `quant_kernels`).
 """
 
 from __future__ import annotations
@@ -31,19 +28,22 @@ from qcore_triton_gpu.tuning import pruner
 
 def _configs(shapes: list[tuple[int, int, int, int, int]]) -> list[triton.Config]:
     return [
-        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=warps, num_stages=stages)
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=warps,
+                      num_stages=stages)
         for bm, bn, bk, warps, stages in shapes
     ]
 
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, warps, stages); the first of each list is what the interpreter uses.
-_W8A8_CONFIGS = _configs([
+_INT8_CONFIGS = _configs([
     (16, 32, 64, 4, 3),
     (16, 64, 128, 4, 4),
     (32, 64, 128, 4, 4),
-    (64, 128, 64, 4, 4),
-    (128, 128, 64, 8, 3),
-    (128, 256, 64, 8, 3),
+    (64, 128, 128, 4, 4),
+    (128, 128, 64, 4, 4),
+    (128, 128, 128, 8, 3),
+    (128, 256, 128, 8, 3),
+    (256, 128, 128, 8, 3),
 ])
 _WEIGHT_ONLY_CONFIGS = _configs([
     (16, 32, 32, 4, 3),
@@ -65,41 +65,60 @@ def _small_m_tiles(config: triton.Config, args: dict[str, Any]) -> bool:
     return config.kwargs["BLOCK_M"] <= max(16, args["m_bucket"])
 
 
-@triton.autotune(configs=_W8A8_CONFIGS, key=["m_bucket", "N", "K"],
-                 prune_configs_by=pruner("x_ptr", _small_m_tiles))
-@triton.jit
-def w8a8_kernel(x_ptr, a_scale_ptr, w_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N, K,
-                stride_xm, stride_wn, stride_om, m_bucket,
-                QMAX: tl.constexpr, HAS_BIAS: tl.constexpr,
-                BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """out[m, n] = a_scale[m] * w_scale[n] * Σ_k q(x)[m, k] * w[n, k] + bias[n], the sum exact in int32.
+def _m_tiles(config: triton.Config, args: dict[str, Any]) -> bool:
+    """Small M: tiles no taller than M. Large M: only the tall tiles that keep tensor cores busy."""
+    bm, m = config.kwargs["BLOCK_M"], args["m_bucket"]
+    return _small_m_tiles(config, args) and (m < 128 or bm >= 64) and (m < 1024 or bm >= 128)
 
-    q(x) = clamp(rne(x / a_scale), ±QMAX) with an IEEE float32 quotient: it may
-    differ from the contract's float64 quotient by one code when x / a_scale is
-    within 2**-17 of a half-integer, which the linear SQNR bound absorbs.
+
+@triton.autotune(configs=_INT8_CONFIGS, key=["m_bucket", "N", "K"], prune_configs_by=pruner("a_ptr", _m_tiles))
+@triton.heuristics({"EVEN_K": lambda args: args["K"] % args["BLOCK_K"] == 0})
+@triton.jit
+def int8_gemm_kernel(a_ptr, a_scale_ptr, stride_as, w_ptr, w_scale_ptr, bias_ptr, out_ptr, M, N, K,
+                     stride_am, stride_wn, stride_om, m_bucket, HAS_BIAS: tl.constexpr,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                     GROUP_M: tl.constexpr, EVEN_K: tl.constexpr):
+    """out[m, n] = a_scale[m * stride_as] * w_scale[n] * Σ_k a[m, k] * w[n, k] + bias[n], the sum exact in int32.
+
+    `a` holds int8 activation codes (M, K), `w` int8 weight codes (N, K): both
+    K-major, as int8 tensor-core MMA wants them. Programs walk the output
+    tiles in column groups of GROUP_M tile rows, so a group's weight tiles are
+    reused from L2. Rows and columns past the edge are wrapped (read, never
+    stored), so only K needs masks, and only when BLOCK_K does not divide it.
     """
-    pid_m = tl.program_id(0)
-    pid_n = tl.program_id(1)
+    pid = tl.program_id(0)
+    tiles_m = (M + BLOCK_M - 1) // BLOCK_M
+    tiles_n = (N + BLOCK_N - 1) // BLOCK_N
+    per_group = GROUP_M * tiles_n
+    first_m = pid // per_group * GROUP_M
+    group_m = tl.minimum(tiles_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % group_m
+    pid_n = (pid % per_group) // group_m
     offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     offs_k = tl.arange(0, BLOCK_K)
-    m_ok = offs_m < M
-    n_ok = offs_n < N
-    a_scale = tl.load(a_scale_ptr + offs_m, mask=m_ok, other=1.0)
+    a_tile = a_ptr + (offs_m % M).to(tl.int64)[:, None] * stride_am + offs_k[None, :]
+    w_tile = w_ptr + (offs_n % N).to(tl.int64)[None, :] * stride_wn + offs_k[:, None]
     acc = tl.full((BLOCK_M, BLOCK_N), 0, dtype=tl.int32)
     for k0 in range(0, K, BLOCK_K):
-        kk = k0 + offs_k
-        k_ok = kk < K
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + kk[None, :], mask=m_ok[:, None] & k_ok[None, :], other=0.0)
-        v = clip(tl.math.div_rn(x.to(tl.float32), a_scale[:, None]), -QMAX - 1.0, QMAX + 1.0)
-        q = clip(rne(v), -QMAX * 1.0, QMAX * 1.0).to(tl.int8)
-        w = tl.load(w_ptr + offs_n[None, :] * stride_wn + kk[:, None], mask=k_ok[:, None] & n_ok[None, :], other=0)
-        acc = tl.dot(q, w, acc, out_dtype=tl.int32)
+        if EVEN_K:
+            a = tl.load(a_tile)
+            w = tl.load(w_tile)
+        else:
+            a = tl.load(a_tile, mask=(k0 + offs_k)[None, :] < K, other=0)
+            w = tl.load(w_tile, mask=(k0 + offs_k)[:, None] < K, other=0)
+        acc = tl.dot(a, w, acc, out_dtype=tl.int32)
+        a_tile += BLOCK_K
+        w_tile += BLOCK_K
+    m_ok = offs_m < M
+    n_ok = offs_n < N
+    a_scale = tl.load(a_scale_ptr + offs_m * stride_as, mask=m_ok, other=0.0)
     w_scale = tl.load(w_scale_ptr + offs_n, mask=n_ok, other=0.0)
     out = acc.to(tl.float32) * a_scale[:, None] * w_scale[None, :]
     if HAS_BIAS:
         out += tl.load(bias_ptr + offs_n, mask=n_ok, other=0.0)[None, :]
-    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], out, mask=m_ok[:, None] & n_ok[None, :])
+    tl.store(out_ptr + offs_m.to(tl.int64)[:, None] * stride_om + offs_n[None, :], out,
+             mask=m_ok[:, None] & n_ok[None, :])
 
 
 @triton.autotune(configs=_WEIGHT_ONLY_CONFIGS, key=["m_bucket", "N", "K", "SPLIT_K"],

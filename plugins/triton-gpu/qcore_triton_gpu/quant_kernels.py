@@ -1,5 +1,13 @@
 """Triton kernels for the tensor ops: quantize, dequantize, pack/unpack 4-bit codes.
 
+Like every kernel module here, only triton builtins are called, no
+`triton.language.standard` helpers (tl.sum, tl.max, tl.zeros, tl.cdiv): those
+are @jit functions decorated when triton itself is imported, so a process
+that imported triton before setting TRITON_INTERPRET could not interpret them.
+Reductions pass standard's combine functions to the builtin `tl.reduce`
+(`total`, `largest`): the interpreter recognises them and never calls them,
+where any other combine function is called once per element from Python.
+
 Every granularity is one flat elementwise kernel: for a contiguous tensor the
 qparam of flat element f is ``(f // inner) % nq`` (tensor: inner = numel, nq = 1;
 channel: inner = prod(S[axis+1:]), nq = S[axis]; token: inner = S[-1];
@@ -33,6 +41,18 @@ def rne(v):
     tie = (r - v) == 0.5
     odd = tl.floor(r * 0.5) * 2.0 != r
     return tl.where(tie & odd, r - 1.0, r)
+
+
+@triton.jit
+def total(v, axis: tl.constexpr):
+    """tl.sum: the same reduction, with the combine function the interpreter runs as one NumPy sum."""
+    return tl.reduce(v, axis, tl.standard._sum_combine)
+
+
+@triton.jit
+def largest(v, axis: tl.constexpr):
+    """tl.max of non-NaN values, the same way."""
+    return tl.reduce(v, axis, tl.standard._elementwise_max)
 
 
 @triton.jit
@@ -128,3 +148,40 @@ def unpack4_kernel(packed_ptr, out_ptr, numel, row_len, row_bytes, size_bucket,
     if SIGNED:
         code = (code ^ 8) - 8
     tl.store(out_ptr + offs, code.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+EPS32 = tl.constexpr(1.1920928955078125e-07)
+"""float32 machine epsilon: the smallest scale the contract allows."""
+
+
+@triton.jit
+def quantize_rows_kernel(x_ptr, scale_ptr, codes_ptr, K, stride_xm,
+                         QMAX: tl.constexpr, DYNAMIC: tl.constexpr, BLOCK: tl.constexpr):
+    """Symmetric int codes of one activation row per program, in the input's own float dtype.
+
+    With DYNAMIC the row's scale comes first, exactly as the contract says
+    (amax in float32, float64(amax) / QMAX rounded once, 1.0 for an all-zero
+    row, at least eps) and is stored to scale_ptr[row]; otherwise scale_ptr
+    holds the one per-tensor scale. Codes: the float64 quotient rounded half
+    to even and clamped to ±QMAX, as `quantize_kernel` computes them.
+    """
+    row = tl.program_id(0)
+    x_row = x_ptr + row.to(tl.int64) * stride_xm
+    out_row = codes_ptr + row.to(tl.int64) * K
+    offs = tl.arange(0, BLOCK)
+    if DYNAMIC:
+        amax = tl.full((BLOCK,), 0.0, dtype=tl.float32)
+        for k0 in range(0, K, BLOCK):
+            x = tl.load(x_row + k0 + offs, mask=k0 + offs < K, other=0.0)
+            amax = tl.maximum(amax, tl.abs(x.to(tl.float32)))
+        top = largest(amax, 0)
+        scale = tl.maximum((top.to(tl.float64) / QMAX).to(tl.float32), EPS32)
+        scale = tl.where(top == 0.0, 1.0, scale)
+        tl.store(scale_ptr + row, scale)
+    else:
+        scale = tl.load(scale_ptr)
+    for k0 in range(0, K, BLOCK):
+        x = tl.load(x_row + k0 + offs, mask=k0 + offs < K, other=0.0)
+        v = clip(x.to(tl.float64) / scale.to(tl.float64), -ROUND_LIMIT, ROUND_LIMIT)
+        q = clip(rne(v), -QMAX * 1.0, QMAX * 1.0)
+        tl.store(out_row + k0 + offs, q.to(tl.int8), mask=k0 + offs < K)

@@ -21,9 +21,10 @@ def bucket(n: int, cap: int = 1 << 16) -> int:
 def pruner(tensor_arg: str, fits: Callable[[triton.Config, dict[str, Any]], bool] | None = None) -> dict[str, Any]:
     """`prune_configs_by` for @triton.autotune: drop configs that do not `fit`; one config when interpreting."""
 
-    def prune(configs: list[triton.Config], named_args: dict[str, Any], **_: Any) -> list[triton.Config]:
-        kept = [c for c in configs if fits is None or fits(c, named_args)]
-        if not named_args[tensor_arg].is_cuda:
+    def prune(configs: list[triton.Config], named_args: dict[str, Any], **kwargs: Any) -> list[triton.Config]:
+        args = {**named_args, **kwargs}
+        kept = [c for c in configs if fits is None or fits(c, args)]
+        if not args[tensor_arg].is_cuda:
             kept = kept[:1]
         return kept
 
