@@ -9,17 +9,19 @@ in the same pytest process sees interpreted kernels or the variable.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import subprocess
 import sys
 import types
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import attrs
 import pytest
 import torch
+import triton
 
 import qcore
 from qcore_triton_gpu.support import FP8_WITHHELD
@@ -40,23 +42,27 @@ def _forget_kernel_modules() -> None:
         sys.modules.pop(name, None)
 
 
+@contextlib.contextmanager
+def _kernel_modules(interpret: bool) -> Iterator[Callable[[str], types.ModuleType]]:
+    """Import the kernel modules afresh with TRITON_INTERPRET set or unset (triton.jit reads it at decoration)."""
+    previous = os.environ.pop("TRITON_INTERPRET", None)
+    if interpret:
+        os.environ["TRITON_INTERPRET"] = "1"
+    _forget_kernel_modules()
+    try:
+        yield lambda name: importlib.import_module(f"qcore_triton_gpu.{name}")
+    finally:
+        os.environ.pop("TRITON_INTERPRET", None)
+        if previous is not None:
+            os.environ["TRITON_INTERPRET"] = previous
+        _forget_kernel_modules()
+
+
 @pytest.fixture(scope="module")
 def tg() -> Iterator[types.SimpleNamespace]:
     """The launchers (`quantize`, `linear` modules) with interpreted kernels, for CPU tensors."""
-    previous = os.environ.get("TRITON_INTERPRET")
-    os.environ["TRITON_INTERPRET"] = "1"
-    _forget_kernel_modules()
-    try:
-        yield types.SimpleNamespace(
-            quantize=importlib.import_module("qcore_triton_gpu.quantize"),
-            linear=importlib.import_module("qcore_triton_gpu.linear"),
-        )
-    finally:
-        if previous is None:
-            os.environ.pop("TRITON_INTERPRET", None)
-        else:
-            os.environ["TRITON_INTERPRET"] = previous
-        _forget_kernel_modules()
+    with _kernel_modules(interpret=True) as load:
+        yield types.SimpleNamespace(quantize=load("quantize"), linear=load("linear"))
 
 
 def kernel(kernel_id: str) -> qcore.KernelImpl:
@@ -375,8 +381,8 @@ def _scheme(name: str, group_size: int | None) -> qcore.QuantScheme:
     return attrs.evolve(PRESETS[name], name=f"{name}-g{group_size}", weights=w)
 
 
-GEMV_CASES = [("w4a16", 128, 1024), ("w4a16-asym", 32, 1024), ("w8a16", None, 1024), ("w4a16-asym", None, 384),
-              ("w8a16", 64, 384)]
+GEMV_CASES = [("w4a16", 128, 1024), ("w4a16-asym", 32, 1024), ("w8a16", None, 1024), ("w4a16-asym", None, 1280),
+              ("w8a16", 64, 1280)]
 
 
 @pytest.mark.parametrize("index", range(len(GEMV_CASES)))
@@ -467,3 +473,72 @@ def test_split_k_heuristic_is_a_power_of_two_within_k(tg: types.SimpleNamespace)
     for k in (128, 256, 1024, 4096):
         s = split_k(1, 32, k, cpu)
         assert s >= 1 and s & (s - 1) == 0 and k // s >= span
+
+
+# ---------------------------------------------------------------- compiled for real GPUs (no GPU needed)
+
+I32 = "i32"
+QUANT_ARGS = {"x_ptr": "*fp32", "scale_ptr": "*fp32", "zp_ptr": "*i32", "out_ptr": "*u8", "numel": I32,
+              "inner": I32, "nq": I32, "size_bucket": I32}
+GEMV_ARGS = {"x_ptr": "*fp16", "w_ptr": "*u8", "scale_ptr": "*fp32", "zp_ptr": "*i32", "bias_ptr": "*fp32",
+             "ws_ptr": "*fp32", "lock_ptr": "*i32", "out_ptr": "*fp32", "M": I32, "N": I32, "K": I32,
+             "n_groups": I32, "stride_xm": I32, "stride_wn": I32}
+INT8_GEMM_ARGS = {"a_ptr": "*i8", "a_scale_ptr": "*fp32", "stride_as": I32, "w_ptr": "*i8", "w_scale_ptr": "*fp32",
+                  "bias_ptr": "*fp32", "out_ptr": "*fp32", "M": I32, "N": I32, "K": I32, "stride_am": I32,
+                  "stride_wn": I32, "stride_om": I32, "m_bucket": I32}
+WEIGHT_ONLY_ARGS = {"x_ptr": "*fp16", "w_ptr": "*u8", "scale_ptr": "*fp32", "zp_ptr": "*i32", "bias_ptr": "*fp32",
+                    "out_ptr": "*fp32", "M": I32, "N": I32, "K": I32, "group": I32, "n_groups": I32,
+                    "stride_xm": I32, "stride_wn": I32, "m_bucket": I32}
+ROWS_ARGS = {"x_ptr": "*fp16", "scale_ptr": "*fp32", "codes_ptr": "*i8", "K": I32, "stride_xm": I32}
+# (module, kernel, runtime argument types, constexprs incl. the config's, warps, stages, what the PTX must hold)
+COMPILED = [
+    ("quant_kernels", "quantize_kernel", QUANT_ARGS,
+     dict(QMIN=-448, QMAX=448, MODE=2, FMAX=448.0, MANT_BITS=3, MIN_EXP=-6, BLOCK=4096), 8, 1, ""),
+    ("quant_kernels", "quantize_rows_kernel", ROWS_ARGS, dict(QMAX=127, DYNAMIC=True, BLOCK=4096), 4, 1,
+     "div.rn.f64"),
+    ("gemv_kernels", "gemv_kernel", GEMV_ARGS,
+     dict(BITS=4, SIGN_BIAS=8, ASYM=True, HAS_BIAS=True, GROUP=128, SPLIT_K=4, BLOCK_N=16, BLOCK_K=512, GS=128,
+          G=4), 4, 2, "atom.global.gpu.acq_rel.add"),
+    ("gemv_kernels", "gemv_kernel", GEMV_ARGS,
+     dict(BITS=8, SIGN_BIAS=128, ASYM=False, HAS_BIAS=False, GROUP=4096, SPLIT_K=1, BLOCK_N=32, BLOCK_K=256,
+          GS=256, G=1), 4, 2, ""),
+    ("linear_kernels", "int8_gemm_kernel", INT8_GEMM_ARGS,
+     dict(HAS_BIAS=True, BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, EVEN_K=True), 8, 3, "s32.s8.s8"),
+    ("linear_kernels", "weight_only_kernel", WEIGHT_ONLY_ARGS,
+     dict(BITS=4, SIGNED=True, ASYM=False, HAS_BIAS=True, SPLIT_K=4, BLOCK_M=16, BLOCK_N=64, BLOCK_K=64), 4, 4,
+     "mma"),
+]
+
+
+@pytest.fixture(scope="module")
+def compiled_modules() -> Iterator[Callable[[str], types.ModuleType]]:
+    with _kernel_modules(interpret=False) as load:
+        yield load
+
+
+@pytest.mark.parametrize("sm", [80, 90])
+@pytest.mark.parametrize("case", COMPILED, ids=lambda c: f"{c[1]}-{c[3].get('BITS', '')}")
+def test_kernel_compiles_for_gpu(compiled_modules: Callable[[str], types.ModuleType], case: tuple, sm: int) -> None:
+    """Triton lowers every kernel to PTX and ptxas assembles it for sm_80 and sm_90, here without a GPU.
+
+    The interpreter checks what the kernels compute; this checks what only a
+    real compilation meets (layouts, tensor-core int8 dots, atomics, fp64).
+    Pointers and strides are declared 16-divisible, as Triton specialises them at launch.
+    """
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    module, name, args, constexprs, warps, stages, expect = case
+    fn = getattr(compiled_modules(module), name)
+    while not isinstance(fn, triton.runtime.JITFunction):  # autotuner → heuristics → JITFunction
+        fn = fn.fn
+    assert set(fn.arg_names) == set(args) | set(constexprs)
+    index = {n: i for i, n in enumerate(fn.arg_names)}
+    source = ASTSource(
+        fn, {**args, **dict.fromkeys(constexprs, "constexpr")},
+        constexprs={(index[n],): v for n, v in constexprs.items()},
+        attrs={(index[n],): [["tt.divisibility", 16]] for n, t in args.items() if t.startswith("*") or "stride" in n},
+    )
+    binary = triton.compile(source, target=GPUTarget("cuda", sm, 32), options={"num_warps": warps,
+                                                                               "num_stages": stages})
+    assert binary.asm["cubin"] and expect in binary.asm["ptx"]

@@ -31,12 +31,12 @@ MAGIC = tl.constexpr(8388608.0)
 
 
 def _configs() -> list[triton.Config]:
-    """(BLOCK_N, BLOCK_K, SPLIT_K, warps); the first is what the interpreter uses."""
-    shapes = [(8, 64, 2, 1)] + [
-        (bn, bk, sk, w)
-        for bn, bk, w in ((8, 256, 2), (16, 256, 4), (16, 512, 4), (32, 256, 4), (32, 512, 8))
-        for sk in (1, 4, 8)
-    ]
+    """(BLOCK_N, BLOCK_K, SPLIT_K, warps): 256 to 2048 programs at 4096 × 4096, tiles of 2 to 8 KiB of int4.
+
+    The first is what the interpreter uses; few configs, since each one is a compilation on first use.
+    """
+    shapes = [(8, 64, 2, 1), (8, 512, 4, 2), (16, 256, 4, 4), (16, 512, 2, 4), (32, 256, 8, 4), (32, 512, 4, 8),
+              (64, 256, 4, 8)]
     return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk}, num_warps=w, num_stages=2)
             for bn, bk, sk, w in shapes]
 

@@ -60,15 +60,10 @@ def _tile_in_group(config: triton.Config, args: dict[str, Any]) -> bool:
     return args["n_groups"] == 1 or args["group"] % config.kwargs["BLOCK_K"] == 0
 
 
-def _small_m_tiles(config: triton.Config, args: dict[str, Any]) -> bool:
-    """Do not waste big M tiles on decoding-sized batches."""
-    return config.kwargs["BLOCK_M"] <= max(16, args["m_bucket"])
-
-
 def _m_tiles(config: triton.Config, args: dict[str, Any]) -> bool:
     """Small M: tiles no taller than M. Large M: only the tall tiles that keep tensor cores busy."""
     bm, m = config.kwargs["BLOCK_M"], args["m_bucket"]
-    return _small_m_tiles(config, args) and (m < 128 or bm >= 64) and (m < 1024 or bm >= 128)
+    return bm <= max(16, m) and (m < 128 or bm >= 64) and (m < 1024 or bm >= 128)
 
 
 @triton.autotune(configs=_INT8_CONFIGS, key=["m_bucket", "N", "K"], prune_configs_by=pruner("a_ptr", _m_tiles))
@@ -122,7 +117,7 @@ def int8_gemm_kernel(a_ptr, a_scale_ptr, stride_as, w_ptr, w_scale_ptr, bias_ptr
 
 
 @triton.autotune(configs=_WEIGHT_ONLY_CONFIGS, key=["m_bucket", "N", "K", "SPLIT_K"],
-                 prune_configs_by=pruner("x_ptr", lambda c, a: _tile_in_group(c, a) and _small_m_tiles(c, a)))
+                 prune_configs_by=pruner("x_ptr", lambda c, a: _tile_in_group(c, a) and _m_tiles(c, a)))
 @triton.jit
 def weight_only_kernel(x_ptr, w_ptr, scale_ptr, zp_ptr, bias_ptr, out_ptr, M, N, K, group, n_groups,
                        stride_xm, stride_wn, m_bucket,

@@ -47,11 +47,12 @@ def qcore_kernels() -> Iterator[KernelImpl]:
     yield kernel("unpack-int4", "unpack_weight", _lazy("quantize", "unpack_weight"), support.supports_pack,
                  "4-bit codes from bytes, sign-extended for int4")
     yield kernel("linear-w8a8", "linear", _lazy("linear", "w8a8_linear"), support.supports_w8a8,
-                 "int8 activation quantization fused into an int8 tl.dot (int32 accumulation), per-token x "
-                 "per-channel rescale, bias", prepare=_lazy("linear", "prepare_w8a8"), accumulation="int32")
+                 "int8 activation rows quantized in one kernel (contract-exact), then a grouped int8 tensor-core "
+                 "GEMM (int32 accumulation) with per-token x per-channel rescale and bias in the epilogue",
+                 prepare=_lazy("linear", "prepare_w8a8"), accumulation="int32")
     yield kernel("linear-weight-only", "linear", _lazy("linear", "weight_only_linear"), support.supports_weight_only,
-                 "int8/int4 weights (4-bit packed) dequantized per group/channel inside a tf32 GEMM; split-K for "
-                 "small M (decoding)", prepare=_lazy("linear", "prepare_weight_only"))
+                 "int8/int4 weights (4-bit packed) dequantized per group/channel inside the GEMM: a split-K GEMV "
+                 "up to 4 rows (decoding), a tf32 tl.dot GEMM above", prepare=_lazy("linear", "prepare_weight_only"))
 
 
 @hookimpl
