@@ -82,7 +82,7 @@ fi
 step "qcore backends" 30 "${CLI[@]}" backends
 
 # The benchmark first, alone on an idle GPU (SIGINT at its limit still writes the JSON).
-step "benchmark linear on cuda" ${BENCH_LIMIT:-150} "$PY" -m pytest bench/test_gpu_linear.py -q -rs -p no:cacheprovider \
+step "benchmark linear on cuda" ${BENCH_LIMIT:-180} "$PY" -m pytest bench/test_gpu_linear.py -q -rs -p no:cacheprovider \
     --benchmark-only --benchmark-columns=min,median,rounds --benchmark-json="$OUT/linear-$DEVICE.json"
 step "benchmark report" 30 "$PY" bench/report.py --json "$OUT/linear-$DEVICE.json" --baseline "torch.matmul fp16" \
     --targets gpu --title "qcore linear on $DEVICE_NAME" --out "$OUT/linear-$DEVICE.md"
@@ -95,12 +95,12 @@ TEE="$EXPLAIN" step "explain w8a8-dynamic 4096,4096,4096" 30 \
 
 # Correctness: three processes side by side on the one GPU, each with its own log, merged after.
 PARALLEL=$(mktemp -d)
-STEPLOG="$PARALLEL/tests.log" TEE="$OUT/gpu-tests.txt" step "GPU tests (pytest -m gpu tests/gpu)" ${CHECK_LIMIT:-150} \
+STEPLOG="$PARALLEL/tests.log" TEE="$OUT/gpu-tests.txt" step "GPU tests (pytest -m gpu tests/gpu)" ${CHECK_LIMIT:-120} \
     "$PY" -m pytest -m gpu tests/gpu -q -rs -p no:cacheprovider &
 for backend in triton-gpu cupy-cuda; do
     (
         REPORT=$(mktemp -d)
-        STEPLOG="$PARALLEL/$backend.log" step "conformance $backend" ${CHECK_LIMIT:-150} \
+        STEPLOG="$PARALLEL/$backend.log" step "conformance $backend" ${CHECK_LIMIT:-120} \
             "${CLI[@]}" conformance "$backend" --device cuda --report "$REPORT"
         cp "$REPORT/conformance.md" "$OUT/conformance-$backend.md" 2>/dev/null \
             || note "      (no conformance.md in the report of $backend)"

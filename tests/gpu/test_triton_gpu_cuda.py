@@ -158,15 +158,43 @@ def test_linear_tracks_reference_and_contract(name: str, m: int, k: int, n: int)
     assert torch.equal(ours, impl.fn(prepared, x.cuda())), "two runs must be bit-identical"
 
 
-def test_decoding_uses_split_k_and_half_inputs() -> None:
-    from qcore_triton_gpu.linear import split_k
+@pytest.mark.parametrize("name", ["w4a16", "w4a16-asym", "w8a16"])
+def test_decoding_gemv_every_config_and_half_inputs(name: str) -> None:
+    """Every GEMV config on silicon at 1 × 4096 × 4096 (split-K counters and their reset included)."""
+    from qcore_triton_gpu import gemv_kernels as GK
+    from qcore_triton_gpu.linear import gemv
 
-    assert split_k(1, 4096, 4096, torch.device("cuda")) > 1
-    impl = linear_kernel_for("w4a16", (1, 4096, 4096))
-    cpu_w, cuda_w, x, _ = layer("w4a16", 1, 4096, 4096)
-    ours = impl.fn(impl.prepare(cuda_w), x.cuda().half())
+    impl = linear_kernel_for(name, (1, 4096, 4096))
+    cpu_w, cuda_w, x, _ = layer(name, 1, 4096, 4096)
+    prepared = impl.prepare(cuda_w)
     theirs = ref("linear").fn(ref("linear").prepare(cpu_w), x.half().float())
-    assert sqnr(theirs, ours) >= VS_REFERENCE_DB
+    for config in GK.CONFIGS:
+        ours = gemv(prepared, x.cuda().half(), config)
+        assert sqnr(theirs, ours) >= VS_REFERENCE_DB, config
+        assert torch.equal(ours, gemv(prepared, x.cuda().half(), config)), f"{config}: not bit-identical"
+        assert not prepared.locks.any(), f"{config}: split-K counters were not reset"
+    assert sqnr(theirs, impl.fn(prepared, x.cuda().half())) >= VS_REFERENCE_DB
+
+
+@pytest.mark.parametrize("name", ["w4a16", "w8a8-dynamic", "w8a8"])
+@pytest.mark.parametrize("m", [1, 64])
+def test_linear_replays_in_a_cuda_graph(name: str, m: int) -> None:
+    """No host synchronisation in the call: it can be captured, and replays compute what eager calls do."""
+    impl = linear_kernel_for(name, (m, 4096, 4096))
+    _, cuda_w, x, _ = layer(name, m, 4096, 4096)
+    prepared = impl.prepare(cuda_w)
+    static = x.cuda().half()
+    eager = impl.fn(prepared, static)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = impl.fn(prepared, static)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, eager)
+    static.mul_(-0.5)
+    graph.replay()
+    torch.cuda.synchronize()
+    assert torch.equal(out, impl.fn(prepared, static))
 
 
 def test_int8_gemm_accumulates_exactly_at_extreme_codes() -> None:
