@@ -37,7 +37,8 @@ from qcore.demo.sentences import SENTENCES, TOPICS, sample_sentences
 from qcore.errors import QcoreError
 from qcore.recipe import Recipe, load_recipe
 
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "specs" / "recipes"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"
+"""Links to specs/recipes/, so the recipes ship inside the wheel."""
 DEFAULT_RECIPE = RECIPES_DIR / "minilm-w8a8-dynamic.yaml"
 OUT_DIR = Path("build") / "demo"
 

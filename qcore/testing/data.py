@@ -1,8 +1,9 @@
 """The kit's fixed data: tolerances (YAML) and reference vectors (safetensors) from specs/conformance/.
 
-They live outside the package so that vendors can read and diff them; the
-directory is found next to the source tree, or wherever
-``QCORE_CONFORMANCE_DIR`` points (an installed qcore without the source tree).
+They live in specs/conformance/ so that vendors can read and diff them;
+`qcore/testing/conformance` links there, so the files ship inside the wheel
+and an installed qcore finds them next to this module. ``QCORE_CONFORMANCE_DIR``
+points the kit at another copy (a vendor's candidate vectors, say).
 """
 
 from __future__ import annotations
@@ -19,14 +20,16 @@ from safetensors.torch import load_file
 
 from qcore.errors import QcoreError
 
+PACKAGED = Path(__file__).resolve().parent / "conformance"
+
 
 def spec_dir() -> Path:
     override = os.environ.get("QCORE_CONFORMANCE_DIR")
-    path = Path(override) if override else Path(__file__).resolve().parents[2] / "specs" / "conformance"
+    path = Path(override) if override else PACKAGED
     if not (path / "tolerances.yaml").is_file():
-        raise QcoreError(
-            f"conformance data not found in {path}; set QCORE_CONFORMANCE_DIR to the specs/conformance directory"
-        )
+        where = "QCORE_CONFORMANCE_DIR" if override else "the installed qcore package"
+        raise QcoreError(f"conformance data not found in {path} ({where}); it needs tolerances.yaml and "
+                         "vectors.safetensors as in specs/conformance/")
     return path
 
 
