@@ -67,6 +67,37 @@ def test_quantlinear_calls_its_kernel_without_dispatch(monkeypatch: pytest.Monke
     assert {"0.weight_data", "0.weight_scale", "0.weight_zero_point", "0.bias"} <= set(model.state_dict())
 
 
+@pytest.mark.parametrize("cast", ["half", "bfloat16", "to-dtype"])
+def test_casts_keep_codes_and_qparams_and_outputs_follow_the_input(cast: str) -> None:
+    model = api.quantize(mlp(), recipe("w8a8-dynamic"), progress=False, measure=False)
+    x = torch.randn(5, 64)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    kernels = [m.kernel_id for m in model.modules() if isinstance(m, QuantLinear)]
+    expected = model(x)
+    dtype = torch.bfloat16 if cast == "bfloat16" else torch.float16
+    model = {"half": model.half, "bfloat16": model.bfloat16, "to-dtype": lambda: model.to(dtype)}[cast]()
+    after = model.state_dict()
+    assert all(after[k].dtype == v.dtype and torch.equal(after[k], v) for k, v in before.items())
+    assert [m.kernel_id for m in model.modules() if isinstance(m, QuantLinear)] == kernels
+    out = model(x.to(dtype))
+    assert out.dtype == dtype and metrics.sqnr(expected, out.float()) > 30
+    assert model(x).dtype == torch.float32
+
+
+def test_replan_binds_another_kernel_and_a_same_device_move_keeps_it() -> None:
+    model = api.quantize(mlp(), recipe("w8a16"), progress=False, measure=False)
+    x = torch.randn(4, 64)
+    expected = model(x)
+    layer = model[0]
+    kernel = layer.kernel_id
+    model.to("cpu")
+    assert layer.kernel_id == kernel
+    selection = layer.replan(backend="cpu-reference")
+    assert layer.kernel_id == selection.chosen.id == "cpu-reference/linear" != kernel
+    assert layer._run.func is selection.chosen.fn
+    assert metrics.sqnr(expected, model(x)) > 45  # the contract holds backends to 50 dB a layer
+
+
 def test_static_scheme_needs_calibration_and_names_layers() -> None:
     model = mlp()
     with pytest.raises(QcoreError, match=r"calibration_data.*0 \(w8a8\), 2 \(w8a8\), 4 \(w8a8\)"):

@@ -3,8 +3,11 @@
 The canonical packed weight, its qparams, the bias, any static activation
 qparams and any SmoothQuant input scale are buffers, so `state_dict` (and safetensors) hold exactly what the
 kernel was prepared from. The kernel is bound once, at construction:
-`forward` calls it directly, with no dispatch per call. A QuantLinear runs on
-the device it was built for; to move it, quantize (or load) again there.
+`forward` calls it directly, with no dispatch per call, and returns the
+input's float dtype, as nn.Linear does. Moving the layer (`.to(device)`,
+`.cuda()`) moves the buffers and binds the kernel the matcher picks on the new
+device; casts (`.half()`, `.to(torch.bfloat16)`) leave the stored codes and
+float32 qparams as they are, since rounding them would change the numerics.
 """
 
 from __future__ import annotations
@@ -12,13 +15,22 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 
+import attrs
 import torch
 from torch import nn
 
 from qcore import ops
 from qcore.kernels import LinearWeights, PackedTensor
-from qcore.matcher import Selection
+from qcore.matcher import Matcher, Selection
 from qcore.spec import QuantScheme
+
+
+def _linear_weights(scheme: QuantScheme, packed: PackedTensor | None, float_weight: torch.Tensor | None,
+                    **qparams: torch.Tensor | None) -> LinearWeights:
+    """LinearWeights from stored tensors: the packed weight unpacked where it lies (or the float weight)."""
+    weight = ops.unpack_weight(packed) if packed is not None else None
+    return LinearWeights(scheme=scheme, weight=weight, float_weight=None if weight is not None else float_weight,
+                         **qparams)
 
 
 def _scaled_input(run: Callable[[torch.Tensor], torch.Tensor], scale: torch.Tensor
@@ -48,10 +60,41 @@ class QuantLinear(nn.Module):
         self.register_buffer("act_scale", weights.act_scale)
         self.register_buffer("act_zero_point", weights.act_zero_point)
         self.register_buffer("input_scale", input_scale)
-        kernel = selection.chosen
+        self._bind(weights)
+
+    def _bind(self, weights: LinearWeights) -> None:
+        kernel = self.selection.chosen
         assert kernel.prepare is not None
         run = functools.partial(kernel.fn, kernel.prepare(weights))
-        self._run = run if input_scale is None else _scaled_input(run, input_scale)
+        self._run = run if self.input_scale is None else _scaled_input(run, self.input_scale)
+
+    def _weights(self) -> LinearWeights:
+        return _linear_weights(self.scheme, self.packed_weight(), self._buffers.get("weight"), bias=self.bias,
+                               act_scale=self.act_scale, act_zero_point=self.act_zero_point)
+
+    def replan(self, matcher: Matcher | None = None, backend: str | None = None) -> Selection:
+        """Choose and bind the kernel again for the device the buffers are on now.
+
+        `backend` defaults to the layer's own pin (its recipe rule's); a pinned
+        backend that cannot run there falls back, with the reason in the selection.
+        """
+        device = next(self.buffers(recurse=False)).device
+        request = attrs.evolve(self.selection.request, device=device.type)
+        self.selection = (matcher or Matcher()).select(request, backend=backend or self.selection.backend)
+        self._bind(self._weights())
+        return self.selection
+
+    def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> QuantLinear:
+        """What `.to()`, `.cuda()`, `.half()` … do to the buffers: moves, never casts; a move re-plans."""
+        before = [b.device for b in self._buffers.values() if b is not None]
+        for name, buf in self._buffers.items():
+            if buf is not None:
+                moved = fn(buf)
+                self._buffers[name] = moved if moved.dtype == buf.dtype else buf.to(moved.device)
+        after = [b.device for b in self._buffers.values() if b is not None]
+        if after != before:
+            self.replan()
+        return self
 
     @classmethod
     def from_packed(cls, name: str, packed: PackedTensor | None, scheme: QuantScheme, selection: Selection, *,
@@ -60,14 +103,8 @@ class QuantLinear(nn.Module):
                     float_weight: torch.Tensor | None = None,
                     input_scale: torch.Tensor | None = None) -> QuantLinear:
         """Rebuild from stored tensors (what `qcore.io.load` reads), keeping the packed bytes as they are."""
-        weights = LinearWeights(
-            scheme=scheme,
-            weight=ops.unpack_weight(packed) if packed is not None else None,
-            bias=bias,
-            act_scale=act_scale,
-            act_zero_point=act_zero_point,
-            float_weight=float_weight,
-        )
+        weights = _linear_weights(scheme, packed, float_weight, bias=bias, act_scale=act_scale,
+                                  act_zero_point=act_zero_point)
         return cls(name, weights, selection, packed, input_scale)
 
     @property
@@ -91,7 +128,8 @@ class QuantLinear(nn.Module):
         return sum(t.numel() * t.element_size() for t in self.buffers(recurse=False))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._run(x)
+        y = self._run(x)
+        return y.to(x.dtype) if x.is_floating_point() and y.dtype != x.dtype else y
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, bias={self.bias is not None}, "
