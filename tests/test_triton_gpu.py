@@ -498,10 +498,13 @@ COMPILED = [
      "div.rn.f64"),
     ("gemv_kernels", "gemv_kernel", GEMV_ARGS,
      dict(BITS=4, SIGN_BIAS=8, ASYM=True, HAS_BIAS=True, GROUP=128, SPLIT_K=4, BLOCK_N=16, BLOCK_K=512, GS=128,
-          G=4), 4, 2, "atom.global.gpu.acq_rel.add"),
+          G=4, ACC_W=4), 4, 2, "atom.global.gpu.acq_rel.add"),
+    ("gemv_kernels", "gemv_kernel", GEMV_ARGS,
+     dict(BITS=4, SIGN_BIAS=0, ASYM=True, HAS_BIAS=True, GROUP=128, SPLIT_K=8, BLOCK_N=32, BLOCK_K=128, GS=128,
+          G=1, ACC_W=64), 4, 2, "atom.global.gpu.acq_rel.exch"),
     ("gemv_kernels", "gemv_kernel", GEMV_ARGS,
      dict(BITS=8, SIGN_BIAS=128, ASYM=False, HAS_BIAS=False, GROUP=4096, SPLIT_K=1, BLOCK_N=32, BLOCK_K=256,
-          GS=256, G=1), 4, 2, ""),
+          GS=256, G=1, ACC_W=256), 4, 2, ""),
     ("linear_kernels", "int8_gemm_kernel", INT8_GEMM_ARGS,
      dict(HAS_BIAS=True, BLOCK_M=128, BLOCK_N=256, BLOCK_K=128, GROUP_M=8, EVEN_K=True), 8, 3, "s32.s8.s8"),
     ("linear_kernels", "weight_only_kernel", WEIGHT_ONLY_ARGS,
@@ -517,7 +520,7 @@ def compiled_modules() -> Iterator[Callable[[str], types.ModuleType]]:
 
 
 @pytest.mark.parametrize("sm", [80, 90])
-@pytest.mark.parametrize("case", COMPILED, ids=lambda c: f"{c[1]}-{c[3].get('BITS', '')}")
+@pytest.mark.parametrize("case", COMPILED, ids=lambda c: f"{c[1]}-{c[3].get('BITS', '')}-{c[3].get('G', '')}")
 def test_kernel_compiles_for_gpu(compiled_modules: Callable[[str], types.ModuleType], case: tuple, sm: int) -> None:
     """Triton lowers every kernel to PTX and ptxas assembles it for sm_80 and sm_90, here without a GPU.
 

@@ -33,10 +33,12 @@ MAGIC = tl.constexpr(8388608.0)
 def _configs() -> list[triton.Config]:
     """(BLOCK_N, BLOCK_K, SPLIT_K, warps): 256 to 2048 programs at 4096 × 4096, tiles of 2 to 8 KiB of int4.
 
+    BLOCK_K 128 keeps a tile inside one int4 group of 128 (the G = 1 path), the larger ones span groups.
+
     The first is what the interpreter uses; few configs, since each one is a compilation on first use.
     """
     shapes = [(8, 64, 2, 1), (8, 512, 4, 2), (16, 256, 4, 4), (16, 512, 2, 4), (32, 256, 8, 4), (32, 512, 4, 8),
-              (64, 256, 4, 8)]
+              (32, 128, 8, 4), (64, 128, 4, 4)]
     return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk}, num_warps=w, num_stages=2)
             for bn, bk, sk, w in shapes]
 
@@ -61,20 +63,28 @@ MAX_SPLIT_K = max(c.kwargs["SPLIT_K"] for c in CONFIGS)
 """Sizes the partial-sum workspace."""
 
 
+def _accumulator_width(args: dict[str, Any]) -> int:
+    """Columns of the accumulator: one per group in a tile, or every code column when the tile is one group."""
+    groups = args["BLOCK_K"] // _group_split(args)
+    return groups if groups > 1 else args["BLOCK_K"] * args["BITS"] // 8
+
+
 @triton.autotune(configs=CONFIGS, key=["N", "K", "M", "BITS", "GROUP", "ASYM"],
                  prune_configs_by=pruner("x_ptr", _fits))
-@triton.heuristics({"GS": _group_split, "G": lambda args: args["BLOCK_K"] // _group_split(args)})
+@triton.heuristics({"GS": _group_split, "G": lambda args: args["BLOCK_K"] // _group_split(args),
+                    "ACC_W": _accumulator_width})
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, scale_ptr, zp_ptr, bias_ptr, ws_ptr, lock_ptr, out_ptr,
                 M, N, K, n_groups, stride_xm, stride_wn,
                 BITS: tl.constexpr, SIGN_BIAS: tl.constexpr, ASYM: tl.constexpr, HAS_BIAS: tl.constexpr,
                 GROUP: tl.constexpr, SPLIT_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                GS: tl.constexpr, G: tl.constexpr):
+                GS: tl.constexpr, G: tl.constexpr, ACC_W: tl.constexpr):
     """out[m, n] = Σ_k x[m, k] · (code[n, k] - zp[n, g]) · scale[n, g] + bias[n], g = k // GROUP.
 
-    A tile covers G groups of GS values (GS = min(GROUP, BLOCK_K)); the
-    zero-point is applied per group as zp · Σ x over the group, so the inner
-    loop is the same for symmetric and asymmetric codes. Signed codes are
+    A tile covers G groups of GS values. Inside one group (G = 1) products
+    are scaled and accumulated column by column and reduced once at the end;
+    across groups each group is reduced per tile and the zero-point applied
+    as zp · Σ x over the group. The autotuner measures which is faster. Signed codes are
     read as unsigned fields offset by SIGN_BIAS (2**(BITS-1)), unsigned ones
     with SIGN_BIAS 0. 4-bit codes come two a byte (k = 2j low nibble, 2j + 1
     high nibble).
@@ -90,7 +100,7 @@ def gemv_kernel(x_ptr, w_ptr, scale_ptr, zp_ptr, bias_ptr, ws_ptr, lock_ptr, out
     k_end = tl.minimum(k_begin + span, K)
     x_row = x_ptr + m.to(tl.int64) * stride_xm
     w_rows = w_ptr + offs_n.to(tl.int64)[:, None] * stride_wn
-    acc = tl.full((BLOCK_N, G), 0.0, dtype=tl.float32)
+    acc = tl.full((BLOCK_N, ACC_W), 0.0, dtype=tl.float32)
     for k0 in range(k_begin, k_end, BLOCK_K):
         if BITS == 4:
             j = tl.arange(0, BLOCK_K // 2)
@@ -103,23 +113,29 @@ def gemv_kernel(x_ptr, w_ptr, scale_ptr, zp_ptr, bias_ptr, ws_ptr, lock_ptr, out
             x_odd = tl.load(x_row + k_even + 1, mask=k_even + 1 < K, other=0.0).to(tl.float32)
             prod = (lo.to(tl.float32, bitcast=True) - (MAGIC + SIGN_BIAS)) * x_even[None, :] \
                 + (hi.to(tl.float32, bitcast=True) - (MAGIC + SIGN_BIAS)) * x_odd[None, :]
-            part = total(tl.reshape(prod, (BLOCK_N, G, GS // 2)), 2)
-            x_sum = total(tl.reshape(x_even + x_odd, (G, GS // 2)), 1)
+            x_cols = x_even + x_odd
         else:
             kk = k0 + tl.arange(0, BLOCK_K)
             byte = tl.load(w_rows + kk[None, :], mask=n_ok[:, None] & (kk < K)[None, :], other=0)
             code = ((byte.to(tl.int32) & 0xFF) ^ SIGN_BIAS) | 0x4B000000
-            xk = tl.load(x_row + kk, mask=kk < K, other=0.0).to(tl.float32)
-            prod = (code.to(tl.float32, bitcast=True) - (MAGIC + SIGN_BIAS)) * xk[None, :]
-            part = total(tl.reshape(prod, (BLOCK_N, G, GS)), 2)
-            x_sum = total(tl.reshape(xk, (G, GS)), 1)
-        g = (k0 + tl.arange(0, G) * GS) // GROUP
-        q_ok = n_ok[:, None] & (g < n_groups)[None, :]
-        q_at = offs_n[:, None] * n_groups + g[None, :]
-        scale = tl.load(scale_ptr + q_at, mask=q_ok, other=0.0)
-        if ASYM:
-            part -= tl.load(zp_ptr + q_at, mask=q_ok, other=0).to(tl.float32) * x_sum[None, :]
-        acc += part * scale
+            x_cols = tl.load(x_row + kk, mask=kk < K, other=0.0).to(tl.float32)
+            prod = (code.to(tl.float32, bitcast=True) - (MAGIC + SIGN_BIAS)) * x_cols[None, :]
+        if G == 1:
+            q_at = offs_n * n_groups + k0 // GROUP
+            scale = tl.load(scale_ptr + q_at, mask=n_ok, other=0.0)
+            if ASYM:
+                prod -= tl.load(zp_ptr + q_at, mask=n_ok, other=0).to(tl.float32)[:, None] * x_cols[None, :]
+            acc += prod * scale[:, None]
+        else:
+            part = total(tl.reshape(prod, (BLOCK_N, G, GS * BITS // 8)), 2)
+            x_sum = total(tl.reshape(x_cols, (G, GS * BITS // 8)), 1)
+            g = (k0 + tl.arange(0, G) * GS) // GROUP
+            q_ok = n_ok[:, None] & (g < n_groups)[None, :]
+            q_at = offs_n[:, None] * n_groups + g[None, :]
+            scale = tl.load(scale_ptr + q_at, mask=q_ok, other=0.0)
+            if ASYM:
+                part -= tl.load(zp_ptr + q_at, mask=q_ok, other=0).to(tl.float32) * x_sum[None, :]
+            acc += part * scale
     partial = total(acc, 1)
     out_at = m * N + offs_n
     if SPLIT_K == 1:
