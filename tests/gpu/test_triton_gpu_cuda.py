@@ -64,7 +64,7 @@ def test_backend_available_with_capabilities() -> None:
 
 
 @pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.describe().replace(" ", "-"))
-@pytest.mark.parametrize("shape", [(4096, 4096), (3, 17, 384), (1, 128)], ids=str)
+@pytest.mark.parametrize("shape", [(1024, 4096), (3, 17, 384), (1, 128)], ids=str)
 def test_quantize_dequantize_equal_reference(spec: QuantSpec, shape: tuple[int, ...]) -> None:
     skip_unless_supported("quantize", KernelRequest("quantize", "cuda", spec=spec, shape=shape))
     x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 3
