@@ -42,16 +42,19 @@ gemv_w4a16(const T* __restrict__ x, const unsigned char* __restrict__ w, const f
             const int c = base + 32 * u;
             if (c >= chunks) break;
             const unsigned int words[4] = {packed[u].x, packed[u].y, packed[u].z, packed[u].w};
+            // bits 0x4B000000 | f are the float 2^23 + f: subtracting 2^23 + bias + zp gives the code minus its
+            // zero-point exactly, cheaper than an int-to-float conversion per weight. Signed nibbles are flipped
+            // to f = q + 8 (bias 8), unsigned ones read as they are.
+            const unsigned int flip = is_signed ? 0x88888888u : 0u;
+            const float offset = 8388608.0f + (is_signed ? 8.0f : 0.0f) + (float)zp[u];
             float part[MT] = {};
 #pragma unroll
             for (int wi = 0; wi < 4; ++wi) {
+                const unsigned int fields = words[wi] ^ flip;
                 float wv[8];
 #pragma unroll
-                for (int t = 0; t < 8; ++t) {
-                    int q = (words[wi] >> (4 * t)) & 0xF;  // low nibble first
-                    if (is_signed) q = (q ^ 8) - 8;       // sign-extend two's complement
-                    wv[t] = (float)(q - zp[u]);
-                }
+                for (int t = 0; t < 8; ++t)  // low nibble first
+                    wv[t] = __uint_as_float(0x4B000000u | ((fields >> (4 * t)) & 0xFu)) - offset;
 #pragma unroll
                 for (int mm = 0; mm < MT; ++mm) {
                     if (m0 + mm >= M) break;
