@@ -19,9 +19,13 @@ import zlib
 from collections.abc import Callable, Iterator
 
 import attrs
+import numpy as np
 import pytest
 import torch
 import triton
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 
 import qcore
 from qcore_triton_gpu.support import FP8_WITHHELD
@@ -473,6 +477,58 @@ def test_split_k_heuristic_is_a_power_of_two_within_k(tg: types.SimpleNamespace)
     for k in (128, 256, 1024, 4096):
         s = split_k(1, 32, k, cpu)
         assert s >= 1 and s & (s - 1) == 0 and k // s >= span
+
+
+@st.composite
+def activation_rows(draw: st.DrawFn) -> torch.Tensor:
+    """(M, K) activations of odd sizes, varied magnitudes, with zero rows, constant rows and exact ties mixed in."""
+    m, k = draw(st.integers(1, 5)), draw(st.integers(1, 300))
+    values = draw(hnp.arrays(np.float32, (m, k), elements=st.floats(-1e4, 1e4, width=32)))
+    x = torch.from_numpy(values) * draw(st.sampled_from([1e-30, 1e-3, 1.0, 1e30]))
+    for row in draw(st.lists(st.integers(0, m - 1), max_size=2)):
+        x[row] = draw(st.sampled_from([0.0, -2.5, 1e-38]))
+    if draw(st.booleans()):  # halves of a power-of-two scale: x / scale lands on .5 exactly
+        x[0] = torch.arange(k, dtype=torch.float32) * 0.5 - k / 4
+    return x
+
+
+@settings(max_examples=40, deadline=None)
+@given(x=activation_rows(), half=st.booleans())
+def test_activation_rows_equal_reference_on_any_input(tg: types.SimpleNamespace, x: torch.Tensor,
+                                                      half: bool) -> None:
+    lw, _, _ = _layer("w8a8-dynamic", 1, x.shape[1], 8, seed=0)
+    given_x = x.half() if half else x
+    exact = given_x.float()
+    assume(bool(torch.isfinite(exact).all()))
+    codes, scale = tg.linear.quantize_rows(tg.linear.prepare_w8a8(lw), given_x)
+    theirs = ref("quantize").fn(exact, lw.scheme.input_activations)
+    assert torch.equal(codes.long(), theirs.codes.long())
+    assert torch.equal(scale, theirs.scale)
+
+
+@pytest.mark.parametrize(("name", "low", "high"), [("w4a16", -7, 7), ("w4a16-asym", -8, 7), ("w8a16", -127, 127)])
+def test_gemv_sums_extreme_codes_exactly_over_large_k(tg: types.SimpleNamespace, name: str, low: int,
+                                                      high: int) -> None:
+    """Codes at both ends of their range over K = 4096 with scale 1: every sum is an integer below 2**24, so exact."""
+    scheme = PRESETS[name]
+    w = torch.full((16, 4096), float(high))
+    w[:, 0::2] = low
+    w[1::2] = w[1::2].flip(-1)
+    w[:, :64] *= 0.5  # off the extremes (ties included) inside the first group; its range is unchanged
+    q = ref("quantize").fn(w, scheme.weights)
+    assert torch.equal(q.scale, torch.ones_like(q.scale))
+    lw = LinearWeights(scheme, q)
+    x = torch.full((2, 4096), 3.0)
+    x[1, ::3] = -1.0
+    expected = (x.double() @ ref("dequantize").fn(q).double().T).float()
+    assert torch.equal(tg.linear.gemv(tg.linear.prepare_weight_only(lw), x), expected)
+
+
+def test_weight_only_rejects_non_finite_activations(tg: types.SimpleNamespace) -> None:
+    lw, x, _ = _layer("w4a16", 2, 128, 32, seed=1)
+    x[1, 7] = float("nan")
+    with pytest.raises(qcore.NonFiniteError, match=r"linear input has 1 non-finite value\(s\); first at index \(1, 7\)"):
+        _run(tg, lw, x)
 
 
 # ---------------------------------------------------------------- compiled for real GPUs (no GPU needed)
