@@ -12,7 +12,6 @@ import json
 import logging
 import os
 import statistics
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,6 +19,7 @@ from typing import Any
 
 import torch
 
+from qcore.files import atomic_write
 from qcore.hardware import HardwareProfile
 from qcore.kernels import KernelImpl, KernelRequest, LinearWeights
 
@@ -70,10 +70,7 @@ class TimingCache:
         payload = {"version": CACHE_VERSION, "fingerprint": self.fingerprint, "timings": self._entries}
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".autotune-", suffix=".tmp")
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                json.dump(payload, fh, indent=0, sort_keys=True)
-            os.replace(tmp, self.path)
+            atomic_write(self.path, json.dumps(payload, indent=0, sort_keys=True))
         except OSError as exc:
             log.warning("could not write autotune cache %s: %s", self.path, exc)
 

@@ -49,7 +49,6 @@ import datetime as _dt
 import json
 import math
 import os
-import tempfile
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +58,7 @@ import torch
 from torch import nn
 
 from qcore.errors import QcoreError
+from qcore.files import atomic_write
 from qcore.metrics import cosine
 from qcore.spec import QuantScheme, QuantSpec
 
@@ -545,8 +545,8 @@ class Card:
         """Write ``card.md`` and ``card.json`` into `directory` (created), each atomically; returns both paths."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        md = _atomic_write(directory / CARD_MD, self.to_markdown())
-        js = _atomic_write(directory / CARD_JSON, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
+        md = atomic_write(directory / CARD_MD, self.to_markdown())
+        js = atomic_write(directory / CARD_JSON, json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n")
         return md, js
 
 
@@ -774,21 +774,6 @@ def _jsonable(value: Any) -> Any:
     if isinstance(value, os.PathLike):
         return os.fspath(value)
     return str(value)
-
-
-def _atomic_write(path: Path, text: str) -> Path:
-    """Write to a temporary file in the same directory, then rename: readers never see half a file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _qcore_version() -> str:

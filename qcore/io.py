@@ -11,16 +11,14 @@ bytes catches corruption that the safetensors header cannot.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.metadata
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any
 
 import attrs
 import safetensors
@@ -30,6 +28,7 @@ from torch import nn
 
 from qcore.api import STATE_ATTR, QuantState, state_of
 from qcore.errors import QcoreError
+from qcore.files import atomic_write
 from qcore.hardware import detect
 from qcore.kernels import KernelRequest, PackedTensor
 from qcore.matcher import AUTO, LayerPlan, Matcher, Plan, Selection
@@ -40,7 +39,6 @@ from qcore.spec import QuantScheme, QuantSpec
 
 FILENAME = "model.safetensors"
 FORMAT = "1"
-CHUNK_BYTES = 1 << 24
 REQUIRED_KEYS = ("qcore.format", "qcore.version", "qcore.layers", "qcore.recipe", "qcore.plan", "qcore.hardware",
                  "qcore.aliases", "qcore.digest")
 
@@ -78,7 +76,7 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
         "qcore.aliases": json.dumps(aliases),
         "qcore.digest": _digest(tensors),
     }
-    _atomic_write(path, safetensors.torch.save(tensors, metadata))
+    atomic_write(path, safetensors.torch.save(tensors, metadata))
     return path
 
 
@@ -134,32 +132,6 @@ def _digest(tensors: dict[str, torch.Tensor]) -> str:
         if t.numel():
             h.update(memoryview(t.contiguous().reshape(-1).view(torch.uint8).numpy()))
     return h.hexdigest()
-
-
-def _write_all(fh: BinaryIO, data: bytes) -> None:
-    view = memoryview(data)
-    for start in range(0, len(view), CHUNK_BYTES):
-        fh.write(view[start:start + CHUNK_BYTES])
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            _write_all(fh, data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 # -- load ------------------------------------------------------------------

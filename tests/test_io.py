@@ -12,7 +12,7 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from qcore import api, io
+from qcore import api, files, io
 from qcore.nn import QuantLinear
 
 
@@ -110,7 +110,7 @@ def test_interrupted_save_leaves_previous_checkpoint(saved: tuple[Path, Net, tor
         fh.write(data[: len(data) // 2])
         raise OSError("disk full")
 
-    monkeypatch.setattr(io, "_write_all", half_then_fail)
+    monkeypatch.setattr(files, "write_chunks", half_then_fail)
     with torch.no_grad():
         model.norm.bias.add_(1.0)
     with pytest.raises(OSError, match="disk full"):

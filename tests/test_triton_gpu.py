@@ -425,8 +425,8 @@ def test_activation_codes_and_scales_equal_reference(tg: types.SimpleNamespace, 
     x[3, 0], x[3, 1:] = 60000.0, 1e-6
     p = tg.linear.prepare_w8a8(lw)
     spec = lw.scheme.input_activations
-    for given, exact in ((x, x), (x.half(), x.half().float())):  # half inputs are read as they are
-        codes, scale = tg.linear.quantize_rows(p, given)
+    for fed, exact in ((x, x), (x.half(), x.half().float())):  # half inputs are read as they are
+        codes, scale = tg.linear.quantize_rows(p, fed)
         theirs = ref("quantize").fn(exact, spec, lw.act_scale)
         assert torch.equal(codes.long(), theirs.codes.long())
         assert torch.equal(scale.reshape(theirs.scale.shape), theirs.scale)

@@ -22,7 +22,6 @@ from typing import Any
 import triton
 import triton.language as tl
 
-from qcore_triton_gpu.quant_kernels import clip, rne
 from qcore_triton_gpu.tuning import pruner
 
 
