@@ -240,5 +240,6 @@ class Matcher:
             best = seconds if best is None else min(best, seconds)
             timed.append(attrs.evolve(c, seconds=seconds, cached=cached))
         timed.sort(key=lambda c: (c.seconds, -c.kernel.priority))
-        return timed, f"time measured on {self.hardware.fingerprint}", failed
+        how = " (CUDA graph replays where the call can be captured)" if request.device == "cuda" else ""
+        return timed, f"time measured on {self.hardware.fingerprint}{how}", failed
 

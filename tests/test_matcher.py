@@ -161,11 +161,19 @@ def test_cache_is_invalidated_when_the_fingerprint_changes(tmp_path: Path) -> No
     assert not any(c.cached for c in selection.ranked)
 
 
-def test_a_file_with_another_fingerprint_inside_is_not_trusted(tmp_path: Path) -> None:
+@pytest.mark.parametrize(("version", "fingerprint"), [(autotune.CACHE_VERSION, "elsewhere"),
+                                                      (autotune.CACHE_VERSION - 1, None)])
+def test_a_file_from_another_machine_or_version_is_not_trusted(tmp_path: Path, version: int,
+                                                               fingerprint: str | None) -> None:
     hw = detect()
     cache = autotune.TimingCache(hw, tmp_path)
-    cache.path.write_text(json.dumps({"version": 1, "fingerprint": "elsewhere", "timings": {"x": 1.0}}))
+    cache.path.parent.mkdir(parents=True, exist_ok=True)
+    payload = {"version": version, "fingerprint": fingerprint or hw.fingerprint, "timings": {"x": 1.0}}
+    cache.path.write_text(json.dumps(payload))
     assert autotune.TimingCache(hw, tmp_path).get("x") is None
+    payload["version"], payload["fingerprint"] = autotune.CACHE_VERSION, hw.fingerprint
+    cache.path.write_text(json.dumps(payload))
+    assert autotune.TimingCache(hw, tmp_path).get("x") == 1.0
 
 
 @pytest.mark.parametrize("garbage", ["{not json", "[]", '{"version": 1}', "\x00\x01"])
