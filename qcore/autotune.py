@@ -49,9 +49,12 @@ class TimingCache:
         except (OSError, ValueError) as exc:
             log.warning("ignoring unreadable autotune cache %s (%s); it will be rewritten", self.path, exc)
             return {}
+        if isinstance(data, dict) and isinstance(data.get("version"), int) and data["version"] != CACHE_VERSION:
+            log.info("autotune cache %s is version %s, this qcore writes %s: its timings will be measured again",
+                     self.path, data["version"], CACHE_VERSION)
+            return {}
         ok = (
             isinstance(data, dict)
-            and data.get("version") == CACHE_VERSION
             and data.get("fingerprint") == self.fingerprint
             and isinstance(data.get("timings"), dict)
         )
