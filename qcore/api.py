@@ -37,6 +37,7 @@ from qcore.nn.convert import (
     swap,
 )
 from qcore.nn.fake_quant import FakeQuantLinear
+from qcore.nn.modules import QuantLinear
 from qcore.recipe import LayerRule, Recipe, load_recipe
 
 RecipeSource = Recipe | str | PathLike[str] | dict[str, Any]
@@ -71,11 +72,22 @@ class QatState:
 
 
 def state_of(model: nn.Module) -> QuantState:
-    """The QuantState recorded on a quantized model."""
+    """The QuantState recorded on a quantized model, with the kernel each QuantLinear runs now.
+
+    Moving a model re-plans its layers (`QuantLinear.replan`), so the kernels
+    are read from the layers; everything else is as recorded.
+    """
     state = getattr(model, STATE_ATTR, None)
     if state is None:
         raise QcoreError(f"{type(model).__name__} is not quantized: run qcore.quantize, qcore.convert or qcore.load")
-    return state
+    live = {name: m.selection for name, m in model.named_modules() if isinstance(m, QuantLinear)}
+    moved = {r.name: live[r.name] for r in state.layers if r.name in live and live[r.name].chosen.id != r.kernel}
+    if not moved:
+        return state
+    layers = tuple(attrs.evolve(r, kernel=moved[r.name].chosen.id, why=moved[r.name].why()) if r.name in moved
+                   else r for r in state.layers)
+    plan = Plan(tuple(attrs.evolve(lp, selection=moved[lp.name]) if lp.name in moved else lp for lp in state.plan))
+    return attrs.evolve(state, layers=layers, plan=plan)
 
 
 def plan(model: nn.Module, recipe: RecipeSource, *, measure: bool = True, matcher: Matcher | None = None) -> Plan:

@@ -96,6 +96,9 @@ def test_replan_binds_another_kernel_and_a_same_device_move_keeps_it() -> None:
     assert layer.kernel_id == selection.chosen.id == "cpu-reference/linear" != kernel
     assert layer._run.func is selection.chosen.fn
     assert metrics.sqnr(expected, model(x)) > 45  # the contract holds backends to 50 dB a layer
+    state = api.state_of(model)  # what save and the card record follows the layers
+    assert state.layer("0").kernel == "cpu-reference/linear" and state.plan["0"].selection is selection
+    assert state.layer("2").kernel == model[2].kernel_id
 
 
 def test_static_scheme_needs_calibration_and_names_layers() -> None:
