@@ -154,13 +154,17 @@ def time_call(fn: Callable[[], Any], device: str, *, budget_s: float = 0.25, max
     return statistics.median(samples)
 
 
-def benchmark_inputs(request: KernelRequest, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Deterministic N(0,1) activations (M, K) and weight (N, K) for a linear request."""
-    assert request.shape is not None and len(request.shape) == 3
-    m, k, n = request.shape
+def activation_dtype(device: str) -> torch.dtype:
+    """What a served model feeds its layers: float16 on CUDA, float32 on CPU."""
+    return torch.float16 if device == "cuda" else torch.float32
+
+
+def benchmark_inputs(shape: tuple[int, ...], device: str, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Deterministic N(0,1) activations (M, K) in `activation_dtype` and float32 weight (N, K) for a linear shape."""
+    m, k, n = shape
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randn(m, k, generator=gen).to(request.device)
-    w = torch.randn(n, k, generator=gen).to(request.device)
+    x = torch.randn(m, k, generator=gen).to(device, activation_dtype(device))
+    w = torch.randn(n, k, generator=gen).to(device)
     return x, w
 
 
@@ -168,7 +172,8 @@ def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Call
               ) -> Callable[[], Any]:
     """A zero-argument callable running `kernel` once on synthetic data for `request`."""
     if request.op == "linear":
-        x, w = benchmark_inputs(request)
+        assert request.shape is not None
+        x, w = benchmark_inputs(request.shape, request.device)
         assert kernel.prepare is not None
         prepared = kernel.prepare(quantize_weights(request.scheme, w, x))
         return lambda: kernel.fn(prepared, x)

@@ -153,6 +153,22 @@ class Matcher:
             self._cache = autotune.TimingCache(self.hardware)
         return self._cache
 
+    def time(self, kernel: KernelImpl, request: KernelRequest, *, give_up_s: float | None = None
+             ) -> tuple[float, bool]:
+        """(seconds per call of `kernel` on `request`'s shape, whether it came from the cache); measured once.
+
+        Raises whatever the kernel raises. With `give_up_s`, a kernel whose second call takes longer is
+        timed by that call alone (it has lost already).
+        """
+        key = autotune.cache_key(kernel, request)
+        seconds = self.cache.get(key)
+        if seconds is not None:
+            return seconds, True
+        call = autotune.make_call(kernel, request, self._quantize_weights)
+        seconds = autotune.time_call(call, request.device, give_up_s=give_up_s)
+        self.cache.put(key, seconds)
+        return seconds, False
+
     def candidates(self, request: KernelRequest) -> tuple[list[Candidate], list[Candidate]]:
         """(supported, rejected) for every kernel registered for the op."""
         backends = self.manager.backends()
@@ -226,17 +242,11 @@ class Matcher:
         failed: list[Candidate] = []
         best: float | None = None
         for c in by_priority:
-            key = autotune.cache_key(c.kernel, request)
-            seconds = self.cache.get(key)
-            cached = seconds is not None
-            if seconds is None:
-                try:
-                    call = autotune.make_call(c.kernel, request, self._quantize_weights)
-                    seconds = autotune.time_call(call, request.device, give_up_s=None if best is None else 20 * best)
-                except Exception as exc:
-                    failed.append(Candidate(c.kernel, Support(False, f"failed while timing: {type(exc).__name__}: {exc}")))
-                    continue
-                self.cache.put(key, seconds)
+            try:
+                seconds, cached = self.time(c.kernel, request, give_up_s=None if best is None else 20 * best)
+            except Exception as exc:
+                failed.append(Candidate(c.kernel, Support(False, f"failed while timing: {type(exc).__name__}: {exc}")))
+                continue
             best = seconds if best is None else min(best, seconds)
             timed.append(attrs.evolve(c, seconds=seconds, cached=cached))
         timed.sort(key=lambda c: (c.seconds, -c.kernel.priority))

@@ -19,7 +19,7 @@ DEFAULT_SHAPE = (1, 4096, 4096)
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser("backends", help="list backends; --explain SCHEME shows the matcher's choice")
     p.add_argument("--explain", metavar="SCHEME", help="show candidates, timings and rejections for a linear layer")
-    p.add_argument("--shape", default=",".join(map(str, DEFAULT_SHAPE)), type=_shape,
+    p.add_argument("--shape", default=",".join(map(str, DEFAULT_SHAPE)), type=parse_shape,
                    help="M,K,N of the linear layer to explain (default %(default)s)")
     p.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     p.add_argument("--backend", default="auto", help="pin a backend (default: auto)")
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _shape(text: str) -> tuple[int, int, int]:
+def parse_shape(text: str) -> tuple[int, int, int]:
     try:
         m, k, n = (int(v) for v in text.split(","))
     except ValueError:
