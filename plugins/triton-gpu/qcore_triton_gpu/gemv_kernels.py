@@ -4,7 +4,7 @@ At M ≤ `GEMV_MAX_M` a GEMM tile wastes most of a tensor-core instruction and
 the layer is bound by reading the weight, so this kernel skips tl.dot: each
 program reads a BLOCK_N × BLOCK_K tile of codes once, turns them into floats
 with the exponent trick (``bits(2**23 + c) - 2**23`` is c exactly, cheaper
-than an int → float conversion), multiplies by x and reduces per scale group.
+than an int → float conversion), multiplies by x and applies the scales.
 
 The K range is split across `SPLIT_K` programs so that a 4096 × 4096 layer
 fills the GPU. Each writes its partial sums to a workspace and counts itself
@@ -33,9 +33,8 @@ MAGIC = tl.constexpr(8388608.0)
 def _configs() -> list[triton.Config]:
     """(BLOCK_N, BLOCK_K, SPLIT_K, warps): 256 to 2048 programs at 4096 × 4096, tiles of 2 to 8 KiB of int4.
 
-    BLOCK_K 128 keeps a tile inside one int4 group of 128 (the G = 1 path), the larger ones span groups.
-
-    The first is what the interpreter uses; few configs, since each one is a compilation on first use.
+    BLOCK_K 128 keeps a tile inside one group of 128 (G = 1), the larger ones span groups. The first
+    config is what the interpreter uses. Few configs, since each is a compilation on first use.
     """
     shapes = [(8, 64, 2, 1), (8, 512, 4, 2), (16, 256, 4, 4), (16, 512, 2, 4), (32, 256, 8, 4), (32, 512, 4, 8),
               (32, 128, 8, 4), (64, 128, 4, 4)]
