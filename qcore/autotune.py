@@ -55,6 +55,7 @@ class TimingCache:
             return {}
         ok = (
             isinstance(data, dict)
+            and data.get("version") == CACHE_VERSION
             and data.get("fingerprint") == self.fingerprint
             and isinstance(data.get("timings"), dict)
         )

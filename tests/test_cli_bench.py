@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from qcore import cli
+from qcore.matcher import Matcher
 
 
 def test_rows_for_baseline_each_backend_and_auto(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -49,3 +50,21 @@ def test_bad_arguments_are_named(argv: list[str], message: str | None, capsys: p
 def test_cuda_without_a_device_says_so(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["bench", "--device", "cuda", "--backend", "torch-fallback"]) == 2
     assert "--device cuda: torch sees no CUDA device here" in capsys.readouterr().err
+
+
+def test_a_kernel_that_fails_is_a_row_not_the_end(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = Matcher.time
+
+    def flaky(self: Matcher, kernel, request, **kw):  # type: ignore[no-untyped-def]
+        if kernel.backend == "cpu-reference":
+            raise RuntimeError("device lost")
+        return real(self, kernel, request, **kw)
+
+    monkeypatch.setattr(Matcher, "time", flaky)
+    out = tmp_path / "bench.json"
+    assert cli.main(["bench", "--shape", "1,64,32", "--scheme", "w8a16", "--backend", "cpu-reference",
+                     "--backend", "torch-fallback", "--json", str(out)]) == 0
+    rows = {r["backend"]: r for r in json.loads(out.read_text()) if r["scheme"] == "w8a16"}
+    assert rows["cpu-reference"]["seconds"] is None
+    assert rows["cpu-reference"]["note"] == "failed while timing: RuntimeError: device lost"
+    assert rows["torch-fallback"]["seconds"] > 0

@@ -101,6 +101,18 @@ def test_replan_binds_another_kernel_and_a_same_device_move_keeps_it() -> None:
     assert state.layer("2").kernel == model[2].kernel_id
 
 
+def test_a_move_that_cannot_be_planned_leaves_the_layer_as_it_was() -> None:
+    model = api.quantize(mlp(), recipe("w8a16"), progress=False, measure=False)
+    x = torch.randn(4, 64)
+    expected = model(x)
+    kernels = [m.kernel_id for m in model.modules() if isinstance(m, QuantLinear)]
+    with pytest.raises(QcoreError):
+        model.to("meta")
+    assert all(b.device.type == "cpu" for b in model.buffers())
+    assert [m.kernel_id for m in model.modules() if isinstance(m, QuantLinear)] == kernels
+    assert torch.equal(model(x), expected)
+
+
 def test_static_scheme_needs_calibration_and_names_layers() -> None:
     model = mlp()
     with pytest.raises(QcoreError, match=r"calibration_data.*0 \(w8a8\), 2 \(w8a8\), 4 \(w8a8\)"):

@@ -409,6 +409,23 @@ def test_gemv_every_config_matches_reference(tg: types.SimpleNamespace, index: i
         assert not p.locks.any(), f"{config}: split-K counters were not reset"
 
 
+@pytest.mark.parametrize(("name", "group", "k"), [("w4a16", None, 33), ("w8a16", None, 64), ("w4a16-asym", 96, 384),
+                                                 ("w4a16", 32, 32)], ids=str)
+def test_gemv_takes_short_k_and_groups_that_are_not_powers_of_two(tg: types.SimpleNamespace, name: str,
+                                                                   group: int | None, k: int) -> None:
+    gen = torch.Generator().manual_seed(k)
+    scheme = _scheme(name, group)
+    w, x, b = torch.randn(24, k, generator=gen), torch.randn(2, k, generator=gen), torch.randn(24, generator=gen)
+    lw = LinearWeights(scheme, ref("quantize").fn(w, scheme.weights), b)
+    assert sqnr(_reference(lw, x), _run(tg, lw, x)) >= 50.0
+
+
+def test_weight_only_with_no_input_features_is_the_bias(tg: types.SimpleNamespace) -> None:
+    scheme = _scheme("w8a16", None)
+    lw = LinearWeights(scheme, ref("quantize").fn(torch.zeros(8, 0), scheme.weights), torch.arange(8.0))
+    assert torch.equal(_run(tg, lw, torch.zeros(3, 0)), torch.arange(8.0).expand(3, 8))
+
+
 def test_gemv_takes_few_rows_only(tg: types.SimpleNamespace) -> None:
     lw, x, _ = _layer("w4a16", 5, 128, 32, seed=1)
     with pytest.raises(qcore.ShapeError, match="at most 4 rows, got 5"):

@@ -78,7 +78,10 @@ def measure(request: KernelRequest, backend: str, baseline: float, matcher: Matc
         return row(None, None, None, str(exc))
     if selection.fallback_reason:
         return row(None, None, None, selection.fallback_reason)
-    seconds, _ = matcher.time(selection.chosen, request)
+    try:
+        seconds, _ = matcher.time(selection.chosen, request)
+    except Exception as exc:  # noqa: BLE001 - one failing kernel is a row, not the end of the run
+        return row(selection.chosen.id, None, None, f"failed while timing: {type(exc).__name__}: {exc}")
     return row(selection.chosen.id, seconds, baseline / seconds, selection.why() if backend == AUTO else "")
 
 

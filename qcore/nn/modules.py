@@ -60,13 +60,13 @@ class QuantLinear(nn.Module):
         self.register_buffer("act_scale", weights.act_scale)
         self.register_buffer("act_zero_point", weights.act_zero_point)
         self.register_buffer("input_scale", input_scale)
-        self._bind(weights)
+        self._run = self._runner(selection, weights)
 
-    def _bind(self, weights: LinearWeights) -> None:
-        kernel = self.selection.chosen
+    def _runner(self, selection: Selection, weights: LinearWeights) -> Callable[[torch.Tensor], torch.Tensor]:
+        kernel = selection.chosen
         assert kernel.prepare is not None
         run = functools.partial(kernel.fn, kernel.prepare(weights))
-        self._run = run if self.input_scale is None else _scaled_input(run, self.input_scale)
+        return run if self.input_scale is None else _scaled_input(run, self.input_scale)
 
     def _weights(self) -> LinearWeights:
         return _linear_weights(self.scheme, self.packed_weight(), self._buffers.get("weight"), bias=self.bias,
@@ -76,24 +76,35 @@ class QuantLinear(nn.Module):
         """Choose and bind the kernel again for the device the buffers are on now.
 
         `backend` defaults to the layer's own pin (its recipe rule's); a pinned
-        backend that cannot run there falls back, with the reason in the selection.
+        backend that cannot run there falls back, with the reason in the
+        selection. The matcher measures candidates unless told otherwise
+        (timings come from the per-hardware cache after the first layer of a
+        shape). On any error the layer keeps its kernel.
         """
         device = next(self.buffers(recurse=False)).device
         request = attrs.evolve(self.selection.request, device=device.type)
-        self.selection = (matcher or Matcher()).select(request, backend=backend or self.selection.backend)
-        self._bind(self._weights())
-        return self.selection
+        selection = (matcher or Matcher()).select(request, backend=backend or self.selection.backend)
+        self._run = self._runner(selection, self._weights())
+        self.selection = selection
+        return selection
 
     def _apply(self, fn: Callable[[torch.Tensor], torch.Tensor], recurse: bool = True) -> QuantLinear:
-        """What `.to()`, `.cuda()`, `.half()` … do to the buffers: moves, never casts; a move re-plans."""
-        before = [b.device for b in self._buffers.values() if b is not None]
-        for name, buf in self._buffers.items():
+        """What `.to()`, `.cuda()`, `.half()` … do to the buffers: moves, never casts; a move re-plans.
+
+        If re-planning fails (no kernel on the new device, say) the buffers go back where they were.
+        """
+        before = dict(self._buffers)
+        for name, buf in before.items():
             if buf is not None:
                 moved = fn(buf)
                 self._buffers[name] = moved if moved.dtype == buf.dtype else buf.to(moved.device)
-        after = [b.device for b in self._buffers.values() if b is not None]
-        if after != before:
-            self.replan()
+        if [b.device for b in self._buffers.values() if b is not None] != \
+                [b.device for b in before.values() if b is not None]:
+            try:
+                self.replan()
+            except BaseException:
+                self._buffers.update(before)
+                raise
         return self
 
     @classmethod

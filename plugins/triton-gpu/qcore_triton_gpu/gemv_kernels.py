@@ -10,8 +10,9 @@ The K range is split across `SPLIT_K` programs so that a 4096 × 4096 layer
 fills the GPU. Each writes its partial sums to a workspace and counts itself
 in on a per-tile counter; the last one to arrive adds the partials in split
 order, adds the bias, writes the output and resets the counter. The result
-does not depend on which program finished last, so two runs are
-bit-identical (no float atomics), and the layer needs one launch.
+does not depend on which program finished last, so two runs with the same
+config (the autotuner keeps its choice for the process) are bit-identical
+(no float atomics), and the layer needs one launch.
 """
 
 from __future__ import annotations
@@ -33,20 +34,21 @@ MAGIC = tl.constexpr(8388608.0)
 def _configs() -> list[triton.Config]:
     """(BLOCK_N, BLOCK_K, SPLIT_K, warps): 256 to 2048 programs at 4096 × 4096, tiles of 2 to 8 KiB of int4.
 
-    BLOCK_K 128 keeps a tile inside one group of 128 (G = 1), the larger ones span groups. The first
-    config is what the interpreter uses. Few configs, since each is a compilation on first use.
+    BLOCK_K 128 keeps a tile inside one group of 128 (G = 1), the larger ones span groups; BLOCK_K 32
+    fits every layer the support checks accept (groups are multiples of 32), short K and groups that are
+    not powers of two included. The interpreter uses the first config that fits. Few configs, since
+    each is a compilation on first use.
     """
     shapes = [(8, 64, 2, 1), (8, 512, 4, 2), (16, 256, 4, 4), (16, 512, 2, 4), (32, 256, 8, 4), (32, 512, 4, 8),
-              (32, 128, 8, 4), (64, 128, 4, 4)]
+              (32, 128, 8, 4), (64, 128, 4, 4), (32, 32, 4, 2)]
     return [triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "SPLIT_K": sk}, num_warps=w, num_stages=2)
             for bn, bk, sk, w in shapes]
 
 
 def _fits(config: triton.Config, args: dict[str, Any]) -> bool:
-    """A tile holds whole scale groups or lies inside one; every split gets at least one tile."""
+    """A tile holds whole scale groups or lies inside one (splits left without a tile just write zeros)."""
     bk, group = config.kwargs["BLOCK_K"], args["GROUP"]
-    aligned = args["n_groups"] == 1 or bk % group == 0 or group % bk == 0
-    return aligned and config.kwargs["SPLIT_K"] * bk <= max(args["K"], bk)
+    return args["n_groups"] == 1 or bk % group == 0 or group % bk == 0
 
 
 def _group_split(args: dict[str, Any]) -> int:

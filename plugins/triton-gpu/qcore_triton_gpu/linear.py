@@ -7,6 +7,8 @@ compiled on CUDA and interpreted on CPU.
 
 from __future__ import annotations
 
+import math
+
 import attrs
 import torch
 import triton
@@ -34,7 +36,7 @@ def _float_rows(x: torch.Tensor, k: int) -> torch.Tensor:
     """`x` (..., K) as a finite, contiguous (M, K) float matrix; half and bfloat16 stay so (kernels widen exactly)."""
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
-    rows = x.detach().reshape(-1, k)
+    rows = x.detach().reshape(math.prod(x.shape[:-1]), k)
     rows = (rows if rows.dtype in (torch.float16, torch.bfloat16, torch.float32) else rows.to(torch.float32))
     rows = rows.contiguous()
     check_finite(rows, "linear input")
@@ -226,7 +228,7 @@ def weight_only_linear(p: WeightOnly, x: torch.Tensor) -> torch.Tensor:
     n = p.out_features
     rows = _float_rows(x, p.in_features)
     m = rows.shape[0]
-    if not (m and n):
+    if not (m and n and p.in_features):
         out = torch.zeros((m, n), dtype=torch.float32, device=rows.device)
         result = out if p.bias is None else out + p.bias.to(rows.device)
     else:
