@@ -33,10 +33,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+import math
+
 import attrs
 import torch
 
-from qcore.errors import SpecError
+from qcore.errors import ShapeError, SpecError
+from qcore.qparams import check_finite
 from qcore.spec import QuantScheme, QuantSpec
 
 OPS: tuple[str, ...] = ("quantize", "dequantize", "pack_weight", "unpack_weight", "linear")
@@ -70,6 +73,23 @@ class PackedTensor:
     scale: torch.Tensor
     zero_point: torch.Tensor
     spec: QuantSpec
+
+
+def linear_rows(x: torch.Tensor, k: int, keep: tuple[torch.dtype, ...] = (torch.float32,)) -> torch.Tensor:
+    """`x` (..., K) as the contiguous (M, K) matrix a linear kernel computes on, checked as the contract says.
+
+    Float dtypes in `keep` stay as they are (a kernel that widens half inputs
+    itself reads them exactly); anything else becomes float32. ShapeError when
+    the last axis is not K, NonFiniteError on NaN/Inf (not during CUDA graph
+    capture, see `check_finite`). Autograd history is kept: detach first where
+    a kernel cannot take it.
+    """
+    if x.ndim == 0 or x.shape[-1] != k:
+        raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
+    rows = x.reshape(math.prod(x.shape[:-1]), k)
+    rows = (rows if rows.dtype in keep else rows.to(torch.float32)).contiguous()
+    check_finite(rows, "linear input")
+    return rows
 
 
 @attrs.frozen(eq=False)

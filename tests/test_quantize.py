@@ -11,6 +11,7 @@ from torch import nn
 
 from qcore import api, metrics, ops
 from qcore.errors import NoKernelError, NonFiniteError, QcoreError
+from qcore.kernels import linear_rows
 from qcore.nn import QuantLinear
 from qcore.qparams import check_finite
 from qcore.recipe import RecipeError
@@ -263,3 +264,16 @@ def test_check_finite_finds_every_kind_in_every_float_dtype(dtype: torch.dtype, 
     x[1, 3] = bad
     with pytest.raises(NonFiniteError, match=r"x has 1 non-finite value\(s\); first at index \(1, 3\)"):
         check_finite(x.to(dtype), "x")
+
+
+def test_linear_rows_shapes_keeps_chosen_dtypes_and_checks() -> None:
+    x = torch.randn(2, 3, 8).half()
+    assert linear_rows(x, 8).dtype == torch.float32
+    kept = linear_rows(x, 8, keep=(torch.float16,))
+    assert kept.dtype == torch.float16 and kept.shape == (6, 8) and kept.is_contiguous()
+    assert linear_rows(torch.zeros(4, 0), 0).shape == (4, 0)
+    with pytest.raises(QcoreError, match=r"linear expects input of shape \(\.\.\., 8\), got \(2, 7\)"):
+        linear_rows(torch.zeros(2, 7), 8)
+    x[1, 2, 5] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"linear input has 1 non-finite value\(s\); first at index \(5, 5\)"):
+        linear_rows(x, 8)

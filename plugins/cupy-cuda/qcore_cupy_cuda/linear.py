@@ -15,8 +15,7 @@ from typing import Any
 import attrs
 import torch
 
-from qcore.kernels import LinearWeights
-from qcore.qparams import check_finite
+from qcore.kernels import LinearWeights, linear_rows
 from qcore.spec import QuantSpec
 from qcore_cupy_cuda import runtime as rt
 from qcore_cupy_cuda.quant import quantize
@@ -35,16 +34,8 @@ def _device(t: torch.Tensor) -> torch.device:
 def _activations(x: torch.Tensor, k: int) -> torch.Tensor:
     """x as a contiguous (M, K) float16/float32 CUDA matrix, rows 16-byte aligned."""
     rt.require_cuda(x, "the input")
-    if x.shape[-1] != k:
-        raise ValueError(f"input has {x.shape[-1]} features; the layer expects {k}")
-    x2 = x.detach().reshape(-1, k)
-    if x2.dtype not in (torch.float16, torch.float32):
-        x2 = x2.to(torch.float32)
-    x2 = x2.contiguous()
-    if x2.data_ptr() % 16:
-        x2 = x2.clone()
-    check_finite(x2, "linear input")
-    return x2
+    x2 = linear_rows(x.detach(), k, keep=(torch.float16, torch.float32))
+    return x2.clone() if x2.data_ptr() % 16 else x2
 
 
 def _template(x: torch.Tensor) -> str:

@@ -10,19 +10,15 @@ import attrs
 import torch
 
 from qcore.errors import ShapeError, SpecError
-from qcore.kernels import LinearWeights, QTensor
-from qcore.qparams import check_finite, expand, qparams_from_range, reduce_minmax
+from qcore.kernels import LinearWeights, QTensor, linear_rows
+from qcore.qparams import expand, qparams_from_range, reduce_minmax
 from qcore.spec import QuantSpec
 from qcore_torch_fallback.codes import dequantize, quantize
 
 
 def as_rows(x: torch.Tensor, k: int) -> torch.Tensor:
     """`x` (..., K) as a finite, contiguous float32 (M, K) matrix (elementwise ops keep a view's strides)."""
-    if x.ndim == 0 or x.shape[-1] != k:
-        raise ShapeError(f"linear input of shape {tuple(x.shape)} does not end in in_features={k}")
-    rows = x.reshape(-1, k).to(torch.float32).contiguous()
-    check_finite(rows, "linear input")
-    return rows
+    return linear_rows(x, k)
 
 
 def finish(y: torch.Tensor, x: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

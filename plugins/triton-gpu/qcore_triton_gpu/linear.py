@@ -7,15 +7,13 @@ compiled on CUDA and interpreted on CPU.
 
 from __future__ import annotations
 
-import math
-
 import attrs
 import torch
 import triton
 
 from qcore.errors import ShapeError, SpecError
-from qcore.kernels import LinearWeights
-from qcore.qparams import check_finite, minmax_qparams
+from qcore.kernels import LinearWeights, linear_rows
+from qcore.qparams import minmax_qparams
 from qcore.spec import QuantSpec
 from qcore_triton_gpu import gemv_kernels as GK
 from qcore_triton_gpu import linear_kernels as LK
@@ -34,13 +32,7 @@ ROW_BLOCK = 4096
 
 def _float_rows(x: torch.Tensor, k: int) -> torch.Tensor:
     """`x` (..., K) as a finite, contiguous (M, K) float matrix; half and bfloat16 stay so (kernels widen exactly)."""
-    if x.ndim == 0 or x.shape[-1] != k:
-        raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
-    rows = x.detach().reshape(math.prod(x.shape[:-1]), k)
-    rows = (rows if rows.dtype in (torch.float16, torch.bfloat16, torch.float32) else rows.to(torch.float32))
-    rows = rows.contiguous()
-    check_finite(rows, "linear input")
-    return rows
+    return linear_rows(x.detach(), k, keep=(torch.float16, torch.bfloat16, torch.float32))
 
 
 def _optional_to(t: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
