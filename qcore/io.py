@@ -31,11 +31,12 @@ from qcore.errors import QcoreError
 from qcore.files import atomic_write
 from qcore.hardware import detect
 from qcore.kernels import KernelRequest, PackedTensor
+from qcore.layout import packed_shape, qparam_shape
 from qcore.matcher import AUTO, LayerPlan, Matcher, Plan, Selection
 from qcore.nn.convert import CalibrationInfo, LayerRecord, swap
 from qcore.nn.modules import QuantLinear
 from qcore.recipe import load_recipe
-from qcore.spec import QuantScheme, QuantSpec
+from qcore.spec import QuantScheme
 
 FILENAME = "model.safetensors"
 FORMAT = "1"
@@ -221,24 +222,6 @@ def _resolve_aliases(path: Path, tensors: dict[str, torch.Tensor], aliases: dict
             raise CheckpointError(f"{path}: tensor {alias!r} is recorded as an alias of missing tensor {target!r}")
         out[alias] = tensors[target]
     return out
-
-
-def qparam_shape(spec: QuantSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Canonical qparam shape of a static (weight) spec for a tensor of `shape`."""
-    if not spec.info.scaled or spec.granularity == "tensor":
-        return ()
-    if spec.granularity == "channel":
-        return (shape[spec.axis],)
-    assert spec.group_size is not None
-    return (*shape[:-1], shape[-1] // spec.group_size)
-
-
-def packed_shape(spec: QuantSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """Storage shape of canonically packed codes: sub-byte codes packed along the last axis."""
-    if not spec.info.sub_byte:
-        return shape
-    per_byte = 8 // spec.bits
-    return (*shape[:-1], -(-shape[-1] // per_byte))
 
 
 def _tensor(path: Path, tensors: dict[str, torch.Tensor], key: str, shape: tuple[int, ...],

@@ -17,7 +17,8 @@ import torch
 
 from qcore.descriptors import ObserverImpl
 from qcore.errors import QcoreError, ShapeError, SpecError
-from qcore.qparams import canonical_axis, check_finite, qparams_from_range
+from qcore.layout import canonical_axis
+from qcore.qparams import check_finite, qparams_from_range
 from qcore.spec import QuantSpec
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 
 from qcore.errors import NonFiniteError, ShapeError
+from qcore.layout import canonical_axis, grouped
 from qcore.spec import QuantSpec
 
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -35,23 +36,6 @@ def check_finite(x: torch.Tensor, what: str = "tensor") -> None:
     first = tuple(int(i) for i in torch.nonzero(bad)[0].tolist())
     value = t[first].item() if first else t.item()
     raise NonFiniteError(f"{what} has {int(bad.sum())} non-finite value(s); first at index {first}: {value}")
-
-
-def canonical_axis(spec: QuantSpec, ndim: int) -> int:
-    axis = spec.axis + ndim if spec.axis < 0 else spec.axis
-    if not 0 <= axis < max(ndim, 1):
-        raise ShapeError(f"channel axis {spec.axis} is out of range for a {ndim}-d tensor")
-    return axis
-
-
-def grouped(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """View `x` as (..., K // g, g) for group granularity; ShapeError if g does not divide K."""
-    g = spec.group_size
-    assert g is not None
-    if x.ndim == 0 or x.shape[-1] % g:
-        k = x.shape[-1] if x.ndim else 1
-        raise ShapeError(f"group_size {g} does not divide the last dimension {k} (shape {tuple(x.shape)})")
-    return x.reshape(*x.shape[:-1], x.shape[-1] // g, g)
 
 
 def reduce(x: torch.Tensor, spec: QuantSpec, fn: str) -> torch.Tensor:

@@ -25,7 +25,8 @@ import qcore
 from qcore.commands import conformance as command
 from qcore.kernels import YES, KernelImpl, KernelRequest, LinearWeights, PackedTensor, QTensor, Support, no
 from qcore.plugins import PluginManager, set_manager
-from qcore.qparams import check_finite, expand, grouped, qparams_from_range, reduce_minmax
+from qcore.layout import grouped
+from qcore.qparams import check_finite, expand, qparams_from_range, reduce_minmax
 from qcore.spec import QuantSpec
 from qcore.testing import qcore_manager  # noqa: F401  (the fixture plugin authors get)
 from qcore.testing.case import Case

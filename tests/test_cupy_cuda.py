@@ -18,11 +18,9 @@ import qcore.ops
 from qcore.hardware import CudaDevice, detect
 from qcore.kernels import KernelRequest
 from qcore.matcher import Matcher
-from qcore.qparams import expand
 from qcore.spec import PRESETS, QuantScheme, QuantSpec
 from qcore_cupy_cuda import plugin, runtime
 from qcore_cupy_cuda.linear import pack_int4
-from qcore_cupy_cuda.quant import index_map
 
 KERNELS = sorted(runtime.KERNEL_DIR.glob("*.cu"))
 
@@ -157,31 +155,6 @@ def test_no_gpu_in_the_profile_is_a_refusal() -> None:
     request = KernelRequest("linear", "cuda", scheme=PRESETS["w4a16"], shape=(1, 256, 8))
     got = kernel.check(request, attrs.evolve(detect(), cuda=()))
     assert not got.ok and "no CUDA device" in got.reason
-
-
-@pytest.mark.parametrize(
-    ("spec", "shape"),
-    [
-        (QuantSpec("int8"), (3, 5)),
-        (QuantSpec("int8", "token", dynamic=True), (2, 3, 5)),
-        (QuantSpec("int8", "token", dynamic=True), (7,)),
-        (QuantSpec("int4", "group", group_size=4), (2, 3, 12)),
-        (QuantSpec("int8", "channel", axis=0), (4, 3, 5)),
-        (QuantSpec("int8", "channel", axis=1), (4, 3, 5)),
-        (QuantSpec("int8", "channel", axis=-1), (4, 3, 5)),
-        (QuantSpec("int8", "channel", axis=0), (6,)),
-    ],
-)
-def test_index_map_matches_the_canonical_qparam_layout(spec: QuantSpec, shape: tuple[int, ...]) -> None:
-    """Element i reads qparam (i // div) % mod: the same one qcore.qparams.expand broadcasts to it."""
-    div, mod, qshape = index_map(shape, spec)
-    ids = torch.arange(torch.Size(qshape).numel()).reshape(qshape)
-    broadcast = expand(ids, spec, torch.Size(shape))
-    if spec.granularity == "group":
-        broadcast = broadcast.expand(*qshape, spec.group_size)
-    expected = broadcast.expand(torch.Size(shape)) if spec.granularity != "group" else broadcast.reshape(shape)
-    got = (torch.arange(torch.Size(shape).numel()) // div % mod).reshape(shape)
-    assert torch.equal(got, expected)
 
 
 @pytest.mark.parametrize("dtype", ["int4", "uint4"])

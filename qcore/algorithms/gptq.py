@@ -14,7 +14,8 @@ import torch
 
 from qcore.errors import QcoreError, ShapeError, SpecError
 from qcore.kernels import QTensor
-from qcore.qparams import canonical_axis, check_finite, minmax_qparams, qparams_from_range
+from qcore.layout import canonical_axis
+from qcore.qparams import check_finite, minmax_qparams, qparams_from_range
 from qcore.spec import QuantSpec
 
 

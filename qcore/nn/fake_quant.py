@@ -16,7 +16,8 @@ import torch
 from torch import nn
 
 from qcore.errors import NonFiniteError, QcoreError
-from qcore.qparams import check_finite, expand, grouped, minmax_qparams, qparams_from_range, reduce_minmax
+from qcore.layout import grouped
+from qcore.qparams import check_finite, expand, minmax_qparams, qparams_from_range, reduce_minmax
 from qcore.spec import QuantScheme, QuantSpec
 
 

@@ -18,7 +18,8 @@ from qcore.spec import QuantSpec
 from qcore.testing import data
 from qcore.testing.case import Body, Case, Env, qtensor_to
 from qcore.testing.checks import Mismatch, at_least_db, codes_equal, equal
-from qcore.testing.tensors import contract_codes, cycled, exact_ties, layouts, per_element, qparam_shape, spread
+from qcore.layout import qparam_shape
+from qcore.testing.tensors import contract_codes, cycled, exact_ties, layouts, per_element, spread
 
 INT_SPECS: tuple[tuple[str, bool], ...] = (
     ("int8", True), ("int8", False), ("uint8", False), ("int4", True), ("int4", False), ("uint4", False),

@@ -6,20 +6,8 @@ import math
 
 import torch
 
-from qcore.qparams import canonical_axis
+from qcore.layout import canonical_axis
 from qcore.spec import QuantSpec
-
-
-def qparam_shape(spec: QuantSpec, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The canonical qparam shape of qcore.kernels for a tensor of `shape`."""
-    if spec.granularity == "tensor":
-        return ()
-    if spec.granularity == "channel":
-        return (shape[canonical_axis(spec, len(shape))],)
-    if spec.granularity == "token":
-        return shape[:-1]
-    assert spec.group_size is not None
-    return (*shape[:-1], shape[-1] // spec.group_size)
 
 
 def per_element(q: torch.Tensor, spec: QuantSpec, shape: tuple[int, ...]) -> torch.Tensor:

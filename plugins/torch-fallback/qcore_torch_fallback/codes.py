@@ -6,13 +6,11 @@ NumPy reference's; qparams come from `qcore.qparams`, the contract's arithmetic.
 
 from __future__ import annotations
 
-import math
-
 import torch
 
-from qcore.errors import ShapeError
 from qcore.kernels import QTensor
-from qcore.qparams import canonical_axis, check_finite, expand, grouped, minmax_qparams
+from qcore.layout import given_qparams, grouped
+from qcore.qparams import check_finite, expand, minmax_qparams
 from qcore.spec import QuantSpec
 
 
@@ -27,32 +25,6 @@ def round_half_even(v: torch.Tensor) -> torch.Tensor:
     values). Values beyond ±2^40 are clamped first: they saturate to qmin/qmax either way.
     """
     return (v.clamp(-_RNE_LIMIT, _RNE_LIMIT) + _RNE_MAGIC) - _RNE_MAGIC
-
-
-def qparam_shape(spec: QuantSpec, shape: torch.Size) -> tuple[int, ...]:
-    """The canonical qparam shape for a tensor of `shape` (see qcore.kernels)."""
-    if spec.granularity == "tensor" or not spec.info.scaled:
-        return ()
-    if spec.granularity == "token":
-        return tuple(shape[:-1])
-    if spec.granularity == "channel":
-        return (shape[canonical_axis(spec, len(shape))],)
-    return tuple(grouped(torch.empty(shape, device="meta"), spec).shape[:-1])
-
-
-def _given_qparams(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor,
-                   zero_point: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    shape = qparam_shape(spec, x.shape)
-    scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
-    zp = torch.zeros_like(scale, dtype=torch.int32) if zero_point is None else torch.as_tensor(
-        zero_point, device=x.device).to(torch.int32)
-    for name, t in (("scale", scale), ("zero_point", zp)):
-        if t.numel() != math.prod(shape):
-            raise ShapeError(
-                f"{name} of shape {tuple(t.shape)} does not fit {spec.describe()} on a tensor of shape "
-                f"{tuple(x.shape)}: expected {shape}"
-            )
-    return scale.reshape(shape), zp.reshape(shape)
 
 
 def _per_set(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
@@ -88,7 +60,7 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
     if scale is None or not spec.info.scaled:
         scale, zero_point = minmax_qparams(x, spec)
     else:
-        scale, zero_point = _given_qparams(x, spec, scale, zero_point)
+        scale, zero_point = given_qparams(spec, x.shape, scale, zero_point, x.device)
     return QTensor(encode(x, spec, scale, zero_point), scale, zero_point, spec)
 
 

@@ -13,7 +13,8 @@ import triton
 
 from qcore.errors import ShapeError, SpecError
 from qcore.kernels import PackedTensor, QTensor
-from qcore.qparams import canonical_axis, check_finite, minmax_qparams
+from qcore.layout import flat_qparam_index, given_qparams
+from qcore.qparams import check_finite, minmax_qparams
 from qcore.spec import QuantSpec
 from qcore_triton_gpu import quant_kernels as K
 from qcore_triton_gpu.support import PACK_DTYPES, spec_shape_problem
@@ -24,51 +25,12 @@ FLOAT_GRIDS: dict[str, tuple[int, int]] = {"fp8_e4m3": (3, -6), "fp8_e5m2": (2, 
 """Stored mantissa bits and smallest normal exponent of each fp8 format."""
 
 
-def qparam_shape(shape: torch.Size, spec: QuantSpec) -> tuple[int, ...]:
-    """The canonical qparam shape for a tensor of `shape` (see qcore.kernels)."""
-    if spec.granularity == "tensor":
-        return ()
-    if spec.granularity == "channel":
-        return (shape[canonical_axis(spec, len(shape))],)
-    if spec.granularity == "token":
-        return tuple(shape[:-1])
-    assert spec.group_size is not None
-    return (*shape[:-1], shape[-1] // spec.group_size)
-
-
-def flat_layout(shape: torch.Size, spec: QuantSpec) -> tuple[int, int]:
-    """(inner, nq): the qparam of flat element f of a contiguous tensor is ``(f // inner) % nq``."""
-    numel = max(1, math.prod(shape))
-    if spec.granularity == "tensor":
-        return numel, 1
-    if spec.granularity == "channel":
-        axis = canonical_axis(spec, len(shape))
-        return max(1, math.prod(shape[axis + 1:])), shape[axis]
-    if spec.granularity == "token":
-        return max(1, shape[-1]), max(1, numel // max(1, shape[-1]))
-    assert spec.group_size is not None
-    return spec.group_size, max(1, numel // spec.group_size)
-
-
 def codes_dtype(spec: QuantSpec) -> torch.dtype:
     return getattr(torch, spec.info.torch_dtype)
 
 
 def _grid(n: int):  # type: ignore[no-untyped-def]
     return lambda meta: (triton.cdiv(n, meta["BLOCK"]),)
-
-
-def _given_qparams(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor,
-                   zero_point: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
-    want = qparam_shape(x.shape, spec)
-    scale = torch.as_tensor(scale, dtype=torch.float32, device=x.device)
-    zp = torch.zeros(want, dtype=torch.int32, device=x.device) if zero_point is None else \
-        torch.as_tensor(zero_point, dtype=torch.int32, device=x.device)
-    for name, t in (("scale", scale), ("zero_point", zp)):
-        if tuple(t.shape) != want:
-            raise ShapeError(f"{name} has shape {tuple(t.shape)}; {spec.describe()} of a tensor "
-                             f"{tuple(x.shape)} needs {want}")
-    return scale.contiguous(), zp.contiguous()
 
 
 def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None,
@@ -82,14 +44,14 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
     if scale is None:
         scale, zp = minmax_qparams(x, spec)
     else:
-        scale, zp = _given_qparams(x, spec, scale, zero_point)
+        scale, zp = given_qparams(spec, x.shape, scale, zero_point, x.device)
     scale, zp = scale.contiguous(), zp.contiguous()
     codes = torch.empty(x.shape, dtype=codes_dtype(spec), device=x.device)
     if x.numel():
         info = spec.info
         mode = K.MODE_BINARY if spec.dtype == "binary" else K.MODE_FLOAT if info.is_float else K.MODE_INT
         qmin, qmax = spec.qrange
-        inner, nq = flat_layout(x.shape, spec)
+        inner, nq = flat_qparam_index(spec, x.shape)
         mant_bits, min_exp = FLOAT_GRIDS.get(spec.dtype, (0, 0))
         K.quantize_kernel[_grid(x.numel())](
             x, scale, zp, codes.view(torch.uint8) if info.is_float else codes, x.numel(), inner, nq, bucket(x.numel(), 1 << 30),
@@ -103,7 +65,7 @@ def dequantize(q: QTensor) -> torch.Tensor:
     codes = q.codes.contiguous()
     out = torch.empty(codes.shape, dtype=torch.float32, device=codes.device)
     if codes.numel():
-        inner, nq = flat_layout(codes.shape, q.spec)
+        inner, nq = flat_qparam_index(q.spec, codes.shape)
         scale = q.scale.to(device=codes.device, dtype=torch.float32).contiguous()
         zp = q.zero_point.to(device=codes.device, dtype=torch.int32).contiguous()
         K.dequantize_kernel[_grid(codes.numel())](codes, scale, zp, out, codes.numel(), inner, nq,
