@@ -16,12 +16,14 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import attrs
+import torch
 
-from qcore import autotune
+from qcore import autotune, weights
 from qcore.errors import NoKernelError, UnknownNameError
 from qcore.hardware import HardwareProfile, detect
-from qcore.kernels import KernelImpl, KernelRequest, LinearWeights, Support
+from qcore.kernels import KernelImpl, KernelRequest, LinearWeights, QTensor, Support
 from qcore.plugins import PluginManager, get_manager
+from qcore.spec import QuantScheme, QuantSpec
 
 AUTO = "auto"
 
@@ -123,12 +125,6 @@ class Plan:
 QuantizeWeights = Callable[..., LinearWeights]
 
 
-def _default_quantize_weights(scheme, weight, sample):  # type: ignore[no-untyped-def]
-    from qcore.ops import linear_weights
-
-    return linear_weights(scheme, weight, sample=sample)
-
-
 class Matcher:
     """Chooses kernels. One per (manager, hardware, measuring on/off) is enough for a process."""
 
@@ -145,7 +141,18 @@ class Matcher:
         self.hardware = hardware or detect()
         self.measure = measure
         self._cache = cache
-        self._quantize_weights = quantize_weights or _default_quantize_weights
+        self._quantize_weights = quantize_weights or self._sample_weights
+
+    def _sample_weights(self, scheme: QuantScheme, weight: torch.Tensor, sample: torch.Tensor | None
+                        ) -> LinearWeights:
+        """Weights to time a linear kernel with, quantized by the priority-ranked `quantize` kernels."""
+        by_priority = Matcher(self.manager, self.hardware, measure=False)
+
+        def quantize(x: torch.Tensor, spec: QuantSpec) -> QTensor:
+            request = KernelRequest("quantize", x.device.type, spec=spec)
+            return by_priority.select(request).chosen.fn(x, spec)
+
+        return weights.linear_weights(scheme, weight, quantize=quantize, sample=sample)
 
     @property
     def cache(self) -> autotune.TimingCache:

@@ -11,6 +11,7 @@ import weakref
 
 import torch
 
+from qcore import weights
 from qcore.kernels import KernelImpl, KernelRequest, LinearWeights, PackedTensor, QTensor
 from qcore.matcher import AUTO, Matcher
 from qcore.plugins import PluginManager, get_manager
@@ -51,24 +52,6 @@ def unpack_weight(p: PackedTensor, *, backend: str = AUTO) -> QTensor:
 def linear_weights(scheme: QuantScheme, weight: torch.Tensor, bias: torch.Tensor | None = None, *,
                    act_scale: torch.Tensor | None = None, act_zero_point: torch.Tensor | None = None,
                    sample: torch.Tensor | None = None, qweight: QTensor | None = None) -> LinearWeights:
-    """Quantize a float (N, K) weight for `scheme` (or take `qweight`, quantized already, e.g. by GPTQ).
-
-    Static activation qparams come from `act_scale`/`act_zero_point` or, when
-    absent, from a min-max over `sample` (what autotuning uses).
-    """
-    if qweight is None and scheme.weights is not None:
-        qweight = quantize(weight.detach().float(), scheme.weights)
-    act = scheme.input_activations
-    if act is not None and act.info.scaled and not act.dynamic and act_scale is None:
-        if sample is None:
-            raise ValueError(f"scheme {scheme.name!r} has static activations: give act_scale or a sample")
-        q = quantize(sample.detach().float(), act)
-        act_scale, act_zero_point = q.scale, q.zero_point
-    return LinearWeights(
-        scheme=scheme,
-        weight=qweight,
-        bias=None if bias is None else bias.detach().float(),
-        act_scale=act_scale,
-        act_zero_point=act_zero_point,
-        float_weight=None if qweight is not None else weight.detach().float(),
-    )
+    """`qcore.weights.linear_weights` with the priority-ranked `quantize` kernel."""
+    return weights.linear_weights(scheme, weight, bias, quantize=quantize, act_scale=act_scale,
+                                  act_zero_point=act_zero_point, sample=sample, qweight=qweight)

@@ -194,3 +194,4 @@ def test_backend_without_hardware_info_runs_where_its_kernels_do() -> None:
                      devices=("cuda",))
     info = _manager(_linear("mixed", "cpu"), gpu).backends()["mixed"]
     assert info.available and info.devices == ("cpu", "cuda")
+
