@@ -5,7 +5,8 @@ separately, found through the ``qcore`` entry points) say how to run it fast;
 the capability matcher chooses per layer and explains its choice.
 """
 
-from qcore.api import QuantState, convert, plan, prepare_qat, quantize, state_of
+from qcore.algorithm import AlgorithmContext, AlgorithmImpl, AlgorithmRun, Collector, LayerWork
+from qcore.api import convert, plan, prepare_qat, quantize
 from qcore.descriptors import BackendInfo, ObserverImpl
 from qcore.errors import (
     NoKernelError,
@@ -34,6 +35,7 @@ from qcore.nn import FakeQuantLinear, QuantLinear
 from qcore.plugins import PluginManager, get_manager
 from qcore.recipe import Recipe, RecipeError, load_recipe
 from qcore.spec import DTYPES, PRESETS, QuantScheme, QuantSpec
+from qcore.state import LayerRecord, QuantState, state_of
 
 __version__ = "0.1.0"
 
@@ -41,12 +43,18 @@ __all__ = [
     "DTYPES",
     "OPS",
     "PRESETS",
+    "AlgorithmContext",
+    "AlgorithmImpl",
+    "AlgorithmRun",
     "BackendInfo",
+    "Collector",
     "CheckpointError",
     "FakeQuantLinear",
     "HardwareProfile",
     "KernelImpl",
     "KernelRequest",
+    "LayerRecord",
+    "LayerWork",
     "LinearWeights",
     "Matcher",
     "NoKernelError",

@@ -1,9 +1,10 @@
-"""The public entry points: quantize, plan, prepare_qat, convert, state_of.
+"""The public entry points: quantize, plan, prepare_qat, convert (and state_of, from `qcore.state`).
 
 `quantize` validates everything (recipe, weights, kernels, calibration data)
-before it replaces a single module, so a failure leaves the model as it was.
-The outcome is recorded on the model (`state_of`) for the card, `qcore.io`
-and anyone asking what ran where and why.
+and runs the recipe's algorithms before it replaces a single module, so a
+failure leaves the model as it was (`qcore.pipeline`). The outcome is
+recorded on the model (`state_of`) for the card, `qcore.io` and anyone asking
+what ran where and why.
 """
 
 from __future__ import annotations
@@ -14,53 +15,22 @@ from typing import Any
 import attrs
 from torch import nn
 
+from qcore import pipeline
+from qcore.algorithm import LayerWork
+from qcore.calibration import CalibrationData
 from qcore.errors import QcoreError
-from qcore.hardware import HardwareProfile
-from qcore.kernels import QTensor
 from qcore.matcher import Matcher, Plan
-from qcore.nn.convert import (
-    CalibrationData,
-    CalibrationInfo,
-    LayerRecord,
-    Target,
-    build_layers,
-    calibrate,
-    check_weights,
-    find_targets,
-    gptq_targets,
-    needs_calibration,
-    plan_layers,
-    run_gptq,
-    smoothing_factors,
-    smoothquant_targets,
-    recipe_name,
-    swap,
-)
+from qcore.nn.convert import build_layers, swap
 from qcore.nn.fake_quant import FakeQuantLinear
-from qcore.nn.modules import QuantLinear
+from qcore.plugins import get_manager
 from qcore.recipe import LayerRule, Recipe, load_recipe
+from qcore.state import QuantState, attach, state_of
 
 RecipeSource = Recipe | str | PathLike[str] | dict[str, Any]
 
-STATE_ATTR = "_qcore_state"
 QAT_ATTR = "_qcore_qat"
 
-
-@attrs.frozen
-class QuantState:
-    """What `quantize` (or `convert`, or `qcore.load`) did to a model."""
-
-    recipe: Recipe
-    plan: Plan
-    layers: tuple[LayerRecord, ...]
-    calibration: CalibrationInfo | None
-    hardware: HardwareProfile
-
-    def layer(self, name: str) -> LayerRecord:
-        for record in self.layers:
-            if record.name == name:
-                return record
-        raise KeyError(name)
+__all__ = ["QuantState", "convert", "plan", "prepare_qat", "quantize", "state_of"]
 
 
 @attrs.frozen
@@ -71,29 +41,10 @@ class QatState:
     rules: tuple[LayerRule, ...]
 
 
-def state_of(model: nn.Module) -> QuantState:
-    """The QuantState recorded on a quantized model, with the kernel each QuantLinear runs now.
-
-    Moving a model re-plans its layers (`QuantLinear.replan`), so the kernels
-    are read from the layers; everything else is as recorded.
-    """
-    state = getattr(model, STATE_ATTR, None)
-    if state is None:
-        raise QcoreError(f"{type(model).__name__} is not quantized: run qcore.quantize, qcore.convert or qcore.load")
-    live = {name: m.selection for name, m in model.named_modules() if isinstance(m, QuantLinear)}
-    moved = {r.name: live[r.name] for r in state.layers if r.name in live and live[r.name].chosen.id != r.kernel}
-    if not moved:
-        return state
-    layers = tuple(attrs.evolve(r, kernel=moved[r.name].chosen.id, why=moved[r.name].why()) if r.name in moved
-                   else r for r in state.layers)
-    plan = Plan(tuple(attrs.evolve(lp, selection=moved[lp.name]) if lp.name in moved else lp for lp in state.plan))
-    return attrs.evolve(state, layers=layers, plan=plan)
-
-
 def plan(model: nn.Module, recipe: RecipeSource, *, measure: bool = True, matcher: Matcher | None = None) -> Plan:
     """What would run where and why, without touching the model (M = 1 token per linear call)."""
     recipe = load_recipe(recipe)
-    return plan_layers(find_targets(model, recipe), recipe, matcher or Matcher(measure=measure), {})
+    return pipeline.plan(pipeline.resolve(model, recipe), recipe, matcher or Matcher(measure=measure))
 
 
 def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: CalibrationData | None = None, *,
@@ -101,47 +52,15 @@ def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: Calibrati
     """Quantize `model` in place per `recipe` and return it.
 
     `calibration_data` is an iterable of batches (each run as ``model(batch)``,
-    or ``model(**batch)`` for a dict) or a callable ``fn(model)`` that runs the
-    model itself; at most ``recipe.calibration.samples`` samples are used. It
-    is required when a layer's scheme has static activations. Kernels are
-    planned for the token count each layer saw in the first calibration batch,
-    or for one token without calibration data.
+    or ``model(**batch)`` for a dict; iterated once) or a callable
+    ``fn(model)`` that runs the model itself; at most
+    ``recipe.calibration.samples`` samples are used. It is required when a
+    layer's scheme has static activations or an algorithm of the recipe
+    collects statistics. Kernels are planned for the token count each layer
+    saw in the first calibration batch, or for one token without data.
     """
-    from qcore.algorithms import HessianAccumulator
-    from qcore.algorithms.smoothquant import ChannelAbsMax
-
     recipe = load_recipe(recipe)
-    matcher = matcher or Matcher(measure=measure)
-    targets = find_targets(model, recipe)
-    check_weights(targets)
-    static = needs_calibration(targets)
-    gptq = gptq_targets(targets, recipe)
-    smooth = smoothquant_targets(targets, recipe)
-    if static and calibration_data is None:
-        raise QcoreError(
-            f"recipe {recipe_name(recipe)}: static activation schemes need calibration_data; layers: "
-            + ", ".join(f"{t.name} ({t.rule.scheme.name})" for t in static)  # type: ignore[union-attr]
-        )
-    for algorithm, layers in (("smoothquant", smooth), ("gptq", gptq)):
-        if layers and calibration_data is None:
-            raise QcoreError(f"recipe {recipe_name(recipe)}: {algorithm} needs calibration_data (each layer's "
-                             f"inputs); layers: " + ", ".join(t.name for t in layers))
-    act_qparams: dict[str, Any] = {}
-    tokens: dict[str, int] = {}
-    info = None
-    qweights: dict[str, QTensor] = {}
-    factors: dict[str, Any] = {}
-    if calibration_data is not None:
-        plan_layers(targets, recipe, Matcher(matcher.manager, matcher.hardware, measure=False), {})
-        hessians = {t.name: HessianAccumulator(t.module.in_features) for t in gptq}
-        amaxes = {t.name: ChannelAbsMax(t.module.in_features) for t in smooth}
-        sinks = {t.name: [s for s in (hessians.get(t.name), amaxes.get(t.name)) if s is not None] for t in targets}
-        act_qparams, tokens, info = calibrate(model, targets, recipe, calibration_data, progress=progress,
-                                              first_batch_only=not (static or gptq or smooth), sinks=sinks)
-        factors = smoothing_factors(targets, recipe, amaxes)
-        qweights = run_gptq(targets, recipe, hessians, factors)
-    layer_plan = plan_layers(targets, recipe, matcher, tokens)
-    return _finish(model, recipe, targets, layer_plan, act_qparams, info, matcher, qweights, factors)
+    return pipeline.quantize(model, recipe, calibration_data, matcher or Matcher(measure=measure), show=progress)
 
 
 def prepare_qat(model: nn.Module, recipe: RecipeSource, *, matcher: Matcher | None = None) -> nn.Module:
@@ -149,19 +68,24 @@ def prepare_qat(model: nn.Module, recipe: RecipeSource, *, matcher: Matcher | No
 
     Layers no kernel can run are handled as `quantize` would (error, or kept
     float per ``on_unsupported``), so training never optimizes a layer that
-    `convert` cannot quantize.
+    `convert` cannot quantize. A recipe listing an algorithm that cannot run
+    in QAT is an error.
     """
     recipe = load_recipe(recipe)
-    targets = find_targets(model, recipe)
-    check_weights(targets)
-    layer_plan = plan_layers(targets, recipe, matcher or Matcher(measure=False), {})
-    fakes = {
-        t.name: FakeQuantLinear(t.name, t.module, t.rule.scheme, t.rule.backend)  # type: ignore[arg-type]
-        for t, lp in zip(targets, layer_plan.layers)
-        if lp.selection is not None
-    }
+    manager = get_manager()
+    refused = [f"algorithms[{i}] {a.name}" for i, a in enumerate(recipe.algorithms)
+               if not manager.algorithm(a.name).qat]
+    if refused:
+        raise QcoreError(f"recipe {pipeline.recipe_name(recipe)}: {', '.join(refused)} cannot run in "
+                         "quantization-aware training (they need calibration statistics of a trained model); "
+                         "quantize the trained model with them instead, or remove them for prepare_qat")
+    layers = pipeline.resolve(model, recipe)
+    pipeline.check_weights(layers)
+    pipeline.plan(layers, recipe, matcher or Matcher(measure=False))
+    fakes = {w.name: FakeQuantLinear(w.name, w.module, w.scheme, w.rule.backend)  # type: ignore[arg-type]
+             for w in layers if w.quantized}
     model = swap(model, fakes)
-    setattr(model, QAT_ATTR, QatState(recipe, tuple(t.rule for t in targets)))
+    setattr(model, QAT_ATTR, QatState(recipe, tuple(w.rule for w in layers)))
     return model
 
 
@@ -175,23 +99,15 @@ def convert(model: nn.Module, *, measure: bool = True, matcher: Matcher | None =
     if qat is None:
         raise QcoreError(f"{type(model).__name__} was not prepared for QAT: run qcore.prepare_qat first")
     matcher = matcher or Matcher(measure=measure)
-    targets = [Target(rule.name, model.get_submodule(rule.name), rule) for rule in qat.rules]
-    fakes = [t for t in targets if isinstance(t.module, FakeQuantLinear)]
-    act_qparams = {t.name: qp for t in fakes if (qp := t.module.act_qparams()) is not None}  # type: ignore[union-attr]
-    tokens = {t.name: t.module.tokens for t in fakes}
-    layer_plan = plan_layers(targets, qat.recipe, matcher, tokens)
-    model = _finish(model, qat.recipe, targets, layer_plan, act_qparams, None, matcher, {}, {})
-    unplanned = {t.name: t.module.to_float() for t, lp in zip(targets, layer_plan.layers)  # type: ignore[union-attr]
-                 if lp.selection is None and isinstance(t.module, FakeQuantLinear)}
-    model = swap(model, unplanned)
+    layers = [LayerWork(rule.name, model.get_submodule(rule.name), rule) for rule in qat.rules]
+    for layer in layers:
+        if isinstance(layer.module, FakeQuantLinear):
+            layer.act_qparams, layer.tokens = layer.module.act_qparams(), layer.module.tokens
+    pipeline.plan(layers, qat.recipe, matcher)
+    built, records = build_layers(layers)
+    unplanned = {w.name: w.module.to_float() for w in layers  # type: ignore[union-attr]
+                 if w.selection is None and isinstance(w.module, FakeQuantLinear)}
+    model = swap(model, {**built, **unplanned})
+    attach(model, QuantState(qat.recipe, records, None, matcher.hardware))
     delattr(model, QAT_ATTR)
-    return model
-
-
-def _finish(model: nn.Module, recipe: Recipe, targets: list[Target], layer_plan: Plan, act_qparams: dict[str, Any],
-            info: CalibrationInfo | None, matcher: Matcher, qweights: dict[str, QTensor],
-            factors: dict[str, Any]) -> nn.Module:
-    built, records = build_layers(targets, layer_plan, act_qparams, qweights, factors)
-    model = swap(model, built)
-    setattr(model, STATE_ATTR, QuantState(recipe, layer_plan, records, info, matcher.hardware))
     return model

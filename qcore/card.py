@@ -1,6 +1,6 @@
 """The quantization card: what was done to a model, where it runs, what it cost and what it saved.
 
-A card is built from `qcore.api.state_of(model)` right after quantizing (it
+A card is built from `qcore.state_of(model)` right after quantizing (it
 needs the model, because the whole-model byte count includes every tensor the
 recipe did not touch) and written next to the checkpoint as ``card.md`` (for
 people) and ``card.json`` (for tools; `load_card` reads it back, validated).
@@ -23,11 +23,13 @@ import attrs
 import torch
 from torch import nn
 
+from qcore.algorithm import AlgorithmRun
 from qcore.card_schema import CARD_FIELDS, CARD_FORMAT, validate
 from qcore.errors import QcoreError
 from qcore.files import atomic_write
 from qcore.metrics import cosine
 from qcore.spec import QuantScheme, QuantSpec
+from qcore.state import LayerRecord, QuantState, state_of
 
 CARD_JSON = "card.json"
 CARD_MD = "card.md"
@@ -103,10 +105,15 @@ class CardLayer:
     float_bytes: int
     quant_bytes: int
     weight_sqnr_db: float | None
+    algorithms: tuple[AlgorithmRun, ...] = ()
 
     @property
     def quantized(self) -> bool:
         return self.scheme is not None
+
+    def algorithms_text(self) -> str:
+        """E.g. ``smoothquant(alpha=0.5): folded into ...; gptq(damp=0.01)``, or ``—`` when none ran."""
+        return "; ".join(run.describe() for run in self.algorithms) or "—"
 
 
 @attrs.frozen
@@ -239,7 +246,7 @@ class Card:
             "hardware": {"description": self.hardware_description, "fingerprint": self.hardware_fingerprint,
                          "profile": _jsonable(self.hardware_profile)},
             "calibration": attrs.asdict(self.calibration) if self.calibration else None,
-            "layers": [attrs.asdict(layer) for layer in self.layers],
+            "layers": [_jsonable(attrs.asdict(layer)) for layer in self.layers],
             "size": size,
             "quality": quality,
         }
@@ -318,13 +325,13 @@ class Card:
             "## Layers",
             "",
             *([f"Layer names are relative to `{prefix}`.", ""] if prefix else []),
-            "| layer | scheme | weights | activations | weight SQNR | bytes before → after |",
-            "| --- | --- | --- | --- | ---: | ---: |",
+            "| layer | scheme | weights | activations | algorithms | weight SQNR | bytes before → after |",
+            "| --- | --- | --- | --- | --- | ---: | ---: |",
         ]
         for layer in self.layers:
             out.append(
                 f"| `{short(layer.name)}` | {layer.scheme or 'float'} | {_tensor_md(layer.weights)} | "
-                f"{_tensor_md(layer.activations)} | {_sqnr_text(layer)} | "
+                f"{_tensor_md(layer.activations)} | {_md_cell(layer.algorithms_text())} | {_sqnr_text(layer)} | "
                 f"{format_bytes(layer.float_bytes)} → {format_bytes(layer.quant_bytes)} |"
             )
         out += ["", "## Backend kernels", "", "| layer | recipe rule | kernel | why |", "| --- | --- | --- | --- |"]
@@ -376,11 +383,21 @@ class Card:
             f"whole model {format_bytes(s.model_float_bytes)} → {format_bytes(s.model_quant_bytes)} "
             f"({s.model_reduction:.1%} smaller)",
             *self._quality_lines(code="", measurements=False),
+            "algorithms: " + (self.algorithms_summary() or "none"),
             "calibration: " + (f"{self.calibration.samples} samples, {self.calibration.batches} batches, observer "
                                f"{self.calibration.observer}" if self.calibration else "none (not needed)"),
             f"hardware: {self.hardware_description}",
         ]
         return lines
+
+    def algorithms_summary(self) -> str:
+        """Which algorithms ran, with their options, and on how many layers (``gptq(damp=0.01) on 36 layers``)."""
+        counts: dict[str, int] = {}
+        for layer in self.layers:
+            for run in layer.algorithms:
+                key = AlgorithmRun(run.algorithm, run.options).describe()
+                counts[key] = counts.get(key, 0) + 1
+        return "; ".join(f"{key} on {n} layer{'s' * (n != 1)}" for key, n in counts.items())
 
     def plan_table(self) -> Any:
         """A rich Table of the plan: layer, scheme, kernel, why (float layers with their reason)."""
@@ -443,11 +460,9 @@ def build_card(
     neither); `eval_description` says what those inputs were; `model_source`
     the string that rebuilds the float model (see `qcore.demo.models`).
     """
-    from qcore.api import state_of
-
     state = state_of(model)
     recipe = state.recipe
-    layers = tuple(_card_layer(record, recipe) for record in state.layers)
+    layers = tuple(_card_layer(record, state) for record in state.layers)
     source = getattr(recipe, "source", None)
     hardware = state.hardware
     calibration = state.calibration
@@ -486,7 +501,8 @@ def _scheme_name(scheme: Any) -> str:
     return scheme.name if isinstance(scheme, QuantScheme) else "none (float)"
 
 
-def _card_layer(record: Any, recipe: Any) -> CardLayer:
+def _card_layer(record: LayerRecord, state: QuantState) -> CardLayer:
+    recipe = state.recipe
     scheme: QuantScheme | None = record.scheme
     quantized = scheme is not None
     acts = scheme.input_activations if quantized else None
@@ -498,12 +514,13 @@ def _card_layer(record: Any, recipe: Any) -> CardLayer:
         scheme=scheme.name if quantized else None,
         weights=TensorQuant.from_spec(scheme.weights) if quantized and scheme.weights else None,
         activations=TensorQuant.from_spec(acts, recipe.observer_for(acts)[0]) if acts is not None else None,
-        kernel=record.kernel if quantized else None,
-        why=str(record.why or ""),
+        kernel=state.kernel(record.name) if quantized else None,
+        why=state.why(record.name),
         float_reason=None if quantized else str(record.float_reason or "not quantized"),
         float_bytes=int(record.float_bytes),
         quant_bytes=int(record.quant_bytes) if quantized else int(record.float_bytes),
         weight_sqnr_db=_finite_or_none(record.weight_sqnr) if quantized else None,
+        algorithms=record.algorithms,
     )
 
 
@@ -616,7 +633,8 @@ def _fields_of(cls: type, data: Mapping[str, Any]) -> Any:
 
 def _layer_from_dict(data: Mapping[str, Any]) -> CardLayer:
     tensors = {k: TensorQuant(**data[k]) if data[k] else None for k in ("weights", "activations")}
-    return CardLayer(**{**data, **tensors})
+    runs = tuple(AlgorithmRun(**run) for run in data["algorithms"])
+    return CardLayer(**{**data, **tensors, "algorithms": runs})
 
 
 def _jsonable(value: Any) -> Any:

@@ -23,7 +23,9 @@ checks a dict against it, and `load_card` refuses a file that fails):
   ``kernel`` (backend/kernel id, null when float), ``why`` (why that kernel),
   ``float_reason`` (why the layer stayed float, null when quantized),
   ``float_bytes``, ``quant_bytes`` (equal to float_bytes when float),
-  ``weight_sqnr_db`` (null: not measured, or exact).
+  ``weight_sqnr_db`` (null: not measured, or exact), ``algorithms`` (the
+  recipe's algorithms that ran on the layer, in order: ``algorithm``,
+  ``options`` as the recipe gave them, ``note`` saying what it did there).
 - ``size``: bytes of the quantized Linear layers before/after
   (``quantized_linear_float_bytes``, ``quantized_linear_bytes``) and of every
   parameter and buffer of the model (``model_float_bytes``,
@@ -43,7 +45,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
-CARD_FORMAT = 1
+CARD_FORMAT = 2
 """Version of the card.json layout below; a reader refuses others."""
 
 # A schema node is: a type (bool is never accepted for int/float); a tuple of
@@ -76,6 +78,7 @@ _LAYER_FIELDS: dict[str, Any] = {
     "float_bytes": int,
     "quant_bytes": int,
     "weight_sqnr_db": (*_NUMBER, None),
+    "algorithms": [{"algorithm": str, "options": dict, "note": str}],
 }
 CARD_FIELDS: dict[str, Any] = {
     "qcore_card": int,

@@ -22,6 +22,7 @@ from collections.abc import Iterable
 
 import pluggy
 
+from qcore.algorithm import AlgorithmImpl
 from qcore.descriptors import BackendInfo, ObserverImpl
 from qcore.kernels import KernelImpl
 from qcore.spec import QuantScheme
@@ -85,6 +86,27 @@ class QcoreSpecs:
             def qcore_kernels():
                 yield KernelImpl("my-backend", "linear-int8", "linear",
                                  fn=run, prepare=prepare, supports=supports)
+        """
+
+    @hookspec
+    def qcore_algorithms(self) -> Iterable[AlgorithmImpl]:
+        """Register quantization algorithms that a recipe's ``algorithms:`` list can name.
+
+        Called once, the first time an algorithm is looked up (recipe
+        validation, ``qcore algorithms``). Return an iterable of
+        `AlgorithmImpl`: its name is the recipe entry, its options class the
+        schema every entry is checked against, `applies` says which layers it
+        acts on (and why not the others), `collector` what it gathers per
+        layer during calibration and `run` what it does with it (see
+        `qcore.algorithm`). All plugins' algorithms are collected (qcore's own
+        ``gptq``, ``smoothquant`` and ``awq`` come through this hook too); a
+        duplicate name is a conflict error that names both providers.
+
+        Example::
+
+            @qcore.hookimpl
+            def qcore_algorithms():
+                yield AlgorithmImpl("mse-clip", ClipOptions, applies=applies, run=run, kind="quantize")
         """
 
     @hookspec

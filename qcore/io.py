@@ -16,6 +16,7 @@ import importlib.metadata
 import json
 import math
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,20 +27,22 @@ import safetensors.torch
 import torch
 from torch import nn
 
-from qcore.api import STATE_ATTR, QuantState, state_of
 from qcore.errors import QcoreError
 from qcore.files import atomic_write
 from qcore.hardware import detect
 from qcore.kernels import KernelRequest, PackedTensor
 from qcore.layout import packed_shape, qparam_shape
-from qcore.matcher import AUTO, LayerPlan, Matcher, Plan, Selection
-from qcore.nn.convert import CalibrationInfo, LayerRecord, swap
+from qcore.matcher import AUTO, Matcher, Plan, Selection
+from qcore.algorithm import AlgorithmRun
+from qcore.calibration import CalibrationInfo
+from qcore.nn.convert import swap
 from qcore.nn.modules import QuantLinear
-from qcore.recipe import load_recipe
+from qcore.recipe import Recipe, load_recipe
+from qcore.state import LayerRecord, QuantState, attach, state_of
 from qcore.spec import QuantScheme
 
 FILENAME = "model.safetensors"
-FORMAT = "1"
+FORMAT = "2"
 REQUIRED_KEYS = ("qcore.format", "qcore.version", "qcore.layers", "qcore.recipe", "qcore.plan", "qcore.hardware",
                  "qcore.aliases", "qcore.digest")
 
@@ -84,7 +87,9 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
 def _layer_meta(record: LayerRecord, state: QuantState) -> dict[str, Any]:
     data = attrs.asdict(record, recurse=False)
     data["scheme"] = record.scheme.to_dict() if record.scheme else None
-    selection = state.plan[record.name].selection
+    data["algorithms"] = [attrs.asdict(run) for run in record.algorithms]
+    selection = state.selection(record.name)
+    data["kernel"] = selection.chosen.id if selection else None
     data["request_shape"] = list(selection.request.shape) if selection and selection.request.shape else None
     if data["weight_sqnr"] is not None and math.isinf(data["weight_sqnr"]):
         data["weight_sqnr"] = "inf"
@@ -151,7 +156,11 @@ def load(directory: str | os.PathLike[str], model_or_factory: nn.Module | Callab
     `model_or_factory` is the float model (same architecture, any weights) or
     a zero-argument callable that builds one. The recorded layers become
     QuantLinear with kernels planned on this machine (no measuring): the
-    recorded kernel when it can run here, the matcher's choice otherwise.
+    recorded kernel when it can run here, the matcher's choice otherwise. A
+    backend the recipe pinned that is not available here is replaced, with a
+    warning naming the layers and their new kernels (an error when the recipe
+    is strict); the backends, schemes and algorithms a recipe names need not
+    be installed to load what they made.
     """
     path = Path(directory) / FILENAME
     raw_meta, tensors = _open(path)
@@ -159,31 +168,31 @@ def load(directory: str | os.PathLike[str], model_or_factory: nn.Module | Callab
     if _digest(tensors) != meta["qcore.digest"]:
         raise CheckpointError(f"{path}: tensor data does not match its recorded digest; the file is corrupt")
     tensors.update(_resolve_aliases(path, tensors, meta["qcore.aliases"]))
+    try:
+        recipe = load_recipe(meta["qcore.recipe"], recorded=True)
+    except QcoreError as exc:
+        raise CheckpointError(f"{path}: recorded recipe does not load: {exc}") from exc
     model = model_or_factory if isinstance(model_or_factory, nn.Module) else model_or_factory()
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"{path}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     matcher = matcher or Matcher(measure=False)
     built: dict[str, QuantLinear] = {}
     records: list[LayerRecord] = []
-    plans: list[LayerPlan] = []
+    replanned: dict[str, list[str]] = {}
     for entry in meta["qcore.layers"]:
-        if entry["kernel"] is None:
-            record = _record(entry, None)
-            plans.append(LayerPlan(record.name, None, record.why))
-        else:
-            layer = _rebuild(path, model, entry, tensors, matcher)
+        if entry["kernel"] is not None:
+            layer, missing = _rebuild(path, model, recipe, entry, tensors, matcher)
             built[layer.name] = layer
-            record = _record(entry, layer)
-            plans.append(LayerPlan(layer.name, layer.selection, ""))
-        records.append(record)
+            if missing:
+                replanned.setdefault(missing, []).append(f"{layer.name} -> {layer.kernel_id}")
+        records.append(_record(entry))
+    for backend, moved in replanned.items():
+        warnings.warn(f"{path}: backend {backend!r}, pinned by the recorded recipe, is not available here; "
+                      f"re-planned {len(moved)} layer(s): " + ", ".join(moved), stacklevel=2)
     model = swap(model, built)
     _load_rest(path, model, tensors)
-    try:
-        recipe = load_recipe(meta["qcore.recipe"])
-    except QcoreError as exc:
-        raise CheckpointError(f"{path}: recorded recipe does not load: {exc}") from exc
     calibration = CalibrationInfo(**meta["qcore.calibration"]) if meta.get("qcore.calibration") else None
-    setattr(model, STATE_ATTR, QuantState(recipe, Plan(tuple(plans)), tuple(records), calibration, detect()))
+    attach(model, QuantState(recipe, tuple(records), calibration, detect()))
     return model
 
 
@@ -236,8 +245,9 @@ def _tensor(path: Path, tensors: dict[str, torch.Tensor], key: str, shape: tuple
     return t
 
 
-def _rebuild(path: Path, model: nn.Module, entry: dict[str, Any], tensors: dict[str, torch.Tensor],
-             matcher: Matcher) -> QuantLinear:
+def _rebuild(path: Path, model: nn.Module, recipe: Recipe, entry: dict[str, Any], tensors: dict[str, torch.Tensor],
+             matcher: Matcher) -> tuple[QuantLinear, str | None]:
+    """The QuantLinear of one recorded layer, and the pinned backend it could not use here (or None)."""
     name = entry["name"]
     try:
         module = model.get_submodule(name)
@@ -272,23 +282,29 @@ def _rebuild(path: Path, model: nn.Module, entry: dict[str, Any], tensors: dict[
         ashape = tuple(act_scale.shape) if act_scale is not None else ()
         act_scale = get("act_scale", ashape, torch.float32)
         act_zero_point = get("act_zero_point", ashape, torch.int32)
-    smoothed = f"{name}.input_scale" in tensors
-    input_scale = get("input_scale", (k,), torch.float32) if smoothed else None
+    transformed = f"{name}.input_scale" in tensors
+    input_scale = get("input_scale", (k,), torch.float32) if transformed else None
     m = (entry.get("request_shape") or [1])[0]
-    recorded = entry["kernel"]
-    backend = recorded.split("/")[0]
-    info = matcher.manager.backends().get(backend)
     request = KernelRequest("linear", device.type, scheme=scheme, shape=(m, k, n))
+    rule = recipe.resolve(name, module)
+    pinned = rule.backend if rule is not None else AUTO
+    info = matcher.manager.backends().get(pinned)
+    missing = pinned if pinned != AUTO and (info is None or not info.available) else None
+    if missing and recipe.strict:
+        why = "is not installed" if info is None else f"is unavailable ({info.reason})"
+        raise CheckpointError(f"{path}: layer {name!r}: the recipe pins backend {pinned!r}, which {why} here, "
+                              "and is strict: nothing else may run it")
     try:
-        selection = matcher.select(request, backend=backend if info and info.available else AUTO)
+        selection = matcher.select(request, backend=AUTO if missing else pinned, strict=recipe.strict)
     except QcoreError as exc:
         raise CheckpointError(f"{path}: layer {name!r}: no kernel can run it here: {exc}") from exc
     try:
-        return QuantLinear.from_packed(name, packed, scheme, _prefer(selection, recorded), bias=bias,
-                                       act_scale=act_scale, act_zero_point=act_zero_point, float_weight=float_weight,
-                                       input_scale=input_scale)
+        layer = QuantLinear.from_packed(name, packed, scheme, _prefer(selection, entry["kernel"]), bias=bias,
+                                        act_scale=act_scale, act_zero_point=act_zero_point,
+                                        float_weight=float_weight, input_scale=input_scale)
     except QcoreError as exc:
         raise CheckpointError(f"{path}: layer {name!r}: {exc}") from exc
+    return layer, missing
 
 
 def _prefer(selection: Selection, kernel_id: str) -> Selection:
@@ -302,20 +318,20 @@ def _prefer(selection: Selection, kernel_id: str) -> Selection:
     return selection
 
 
-def _record(entry: dict[str, Any], layer: QuantLinear | None) -> LayerRecord:
+def _record(entry: dict[str, Any]) -> LayerRecord:
     sqnr = entry["weight_sqnr"]
     return LayerRecord(
         name=entry["name"],
         scheme=QuantScheme.from_dict(entry["scheme"]) if entry["scheme"] else None,
         rule=entry["rule"],
-        kernel=layer.kernel_id if layer else None,
-        why=layer.selection.why() if layer else entry["why"],
         float_reason=entry["float_reason"],
         in_features=entry["in_features"],
         out_features=entry["out_features"],
         float_bytes=entry["float_bytes"],
         quant_bytes=entry["quant_bytes"],
         weight_sqnr=math.inf if sqnr == "inf" else sqnr,
+        algorithms=tuple(AlgorithmRun(**run) for run in entry.get("algorithms", ())),
+        tokens=entry.get("tokens"),
     )
 
 

@@ -24,6 +24,7 @@ import attrs
 import pluggy
 
 from qcore import hookspecs
+from qcore.algorithm import AlgorithmImpl
 from qcore.descriptors import BackendInfo, ObserverImpl
 from qcore.errors import PluginConflictError, UnknownNameError
 from qcore.kernels import KernelImpl, Provider
@@ -190,6 +191,9 @@ class PluginManager:
     def kernels(self) -> dict[str, KernelImpl]:
         return self._collect("qcore_kernels", KernelImpl, "id")
 
+    def algorithms(self) -> dict[str, AlgorithmImpl]:
+        return self._collect("qcore_algorithms", AlgorithmImpl, "name")
+
     def backend_infos(self) -> dict[str, BackendInfo]:
         return self._collect("qcore_hardware", BackendInfo, "name")
 
@@ -214,6 +218,9 @@ class PluginManager:
 
     def observer(self, name: str) -> ObserverImpl:
         return _lookup(self.observers(), name, "observer")
+
+    def algorithm(self, name: str) -> AlgorithmImpl:
+        return _lookup(self.algorithms(), name, "algorithm")
 
     def backend(self, name: str) -> BackendInfo:
         return _lookup(self.backends(), name, "backend")

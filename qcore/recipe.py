@@ -16,7 +16,6 @@ pins that layer); otherwise the default `scheme` applies.
 from __future__ import annotations
 
 import difflib
-import functools
 import os
 import re
 from collections.abc import Iterable
@@ -27,21 +26,22 @@ import attrs
 import torch
 import yaml
 
+from qcore.algorithm import LAYERS_OPTION
 from qcore.errors import QcoreError, SpecError
 from qcore.matcher import AUTO
+from qcore.options import parse_options
+from qcore.patterns import compiled, matches
 from qcore.plugins import get_manager
-from qcore.spec import QuantScheme, QuantSpec
+from qcore.spec import PRESETS, QuantScheme, QuantSpec
 
 VERSION = 1
 NONE = "none"
 ON_UNSUPPORTED = ("error", "keep-float")
-TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "smoothquant", "gptq",
+TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "algorithms",
             "backend", "strict", "on_unsupported")
 OVERRIDE_KEYS = ("match", "scheme", "backend")
 SCHEME_KEYS = ("weights", "input_activations", "description")
-CALIBRATION_KEYS = ("samples", "batch_size", "observer")
-GPTQ_KEYS = ("damp", "block_size")
-SMOOTHQUANT_KEYS = ("alpha",)
+CALIBRATION_KEYS = ("samples", "observer")
 SPEC_FIELDS: dict[str, tuple[type, ...]] = {
     "dtype": (str,), "granularity": (str,), "axis": (int,), "group_size": (int, type(None)),
     "symmetric": (bool,), "dynamic": (bool,), "observer": (str,),
@@ -94,48 +94,44 @@ class Override:
 class Calibration:
     """How much calibration data to run and which observer (with its options) computes static qparams.
 
-    `observer` None means each spec's own `observer`.
+    `samples` counts rows of the calibration batches (the batches themselves
+    are the caller's); `observer` None means each spec's own `observer`.
     """
 
     samples: int = 128
-    batch_size: int = 8
     observer: str | None = None
     options: dict[str, Any] = attrs.field(factory=dict)
 
 
 @attrs.frozen
-class Gptq:
-    """GPTQ for integer channel/group weights instead of round-to-nearest (`gptq: true` or with options).
+class AlgorithmEntry:
+    """One item of a recipe's ``algorithms`` list: the algorithm's name, its options, the layers it may touch.
 
-    It needs calibration data: each layer's input second moments drive the
-    error feedback. `damp` is the fraction of the mean Hessian diagonal added
-    to it; `block_size` the width of the lazy-update blocks.
+    `options` is an instance of the algorithm's options class; in a recipe
+    recorded in a checkpoint whose algorithm is not installed here, the plain
+    options as recorded. `layers` (name patterns) restricts the algorithm to
+    matching layers; empty means every layer it applies to.
     """
 
-    damp: float = 0.01
-    block_size: int = 128
+    name: str
+    options: Any
+    layers: tuple[str, ...] = ()
 
-    def applies_to(self, spec: QuantSpec | None) -> bool:
-        return (spec is not None and spec.info.kind == "int" and spec.dtype not in ("binary", "ternary")
-                and spec.granularity in ("channel", "group") and (spec.granularity == "group" or spec.axis == 0))
+    def options_dict(self) -> dict[str, Any]:
+        """The options as plain data (what the recipe, the card and the checkpoint record)."""
+        data = attrs.asdict(self.options) if attrs.has(type(self.options)) else dict(self.options)
+        return _plain(data) | ({LAYERS_OPTION: list(self.layers)} if self.layers else {})
+
+    def selects(self, name: str) -> bool:
+        return not self.layers or any(matches(p, name) for p in self.layers)
 
 
-@attrs.frozen
-class SmoothQuant:
-    """SmoothQuant (Xiao et al. 2023) for layers with dynamic integer activations (`smoothquant: true`/options).
-
-    Per input channel j, s_j = max|x_j|^alpha / max|W_:,j|^(1 - alpha) from
-    calibration data; the weight is quantized as W·diag(s) and the layer divides
-    its input by s before the activation is quantized, moving activation
-    outliers into the weights, where per-channel scales absorb them.
-    """
-
-    alpha: float = 0.5
-
-    def applies_to(self, scheme: QuantScheme | None) -> bool:
-        act = scheme.input_activations if scheme is not None else None
-        return (act is not None and scheme.weights is not None and act.dynamic and act.info.kind == "int"
-                and act.granularity in ("token", "tensor"))
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
 
 
 @attrs.frozen
@@ -149,17 +145,6 @@ class LayerRule:
     reason: str
 
 
-@functools.lru_cache(maxsize=1024)
-def _compiled(pattern: str) -> re.Pattern[str] | None:
-    return re.compile(pattern[3:]) if pattern.startswith("re:") else None
-
-
-def matches(pattern: str, name: str) -> bool:
-    """An exact name, or ``re:REGEX`` matching the whole name."""
-    regex = _compiled(pattern)
-    return regex.fullmatch(name) is not None if regex is not None else pattern == name
-
-
 @attrs.frozen
 class Recipe:
     """A validated recipe. Build it with `load_recipe`; see the module docstring for the matching rules."""
@@ -171,8 +156,7 @@ class Recipe:
     overrides: tuple[Override, ...] = ()
     schemes: dict[str, QuantScheme] = attrs.field(factory=dict)
     calibration: Calibration = attrs.field(factory=Calibration)
-    smoothquant: SmoothQuant | None = None
-    gptq: Gptq | None = None
+    algorithms: tuple[AlgorithmEntry, ...] = ()
     backend: str = AUTO
     strict: bool = False
     on_unsupported: str = "error"
@@ -208,9 +192,19 @@ class Recipe:
             return self.calibration.observer, dict(self.calibration.options)
         return spec.observer, {}
 
+    def schemes_used(self) -> dict[str, QuantScheme]:
+        """Every scheme the recipe names (default and overrides), by name."""
+        used = [self.scheme, *(o.scheme for o in self.overrides)]
+        return {s.name: s for s in used if s is not None}
+
     def to_dict(self) -> dict[str, Any]:
-        """Plain data that `load_recipe` turns back into an equal recipe (stored in checkpoint metadata)."""
-        calibration: dict[str, Any] = {"samples": self.calibration.samples, "batch_size": self.calibration.batch_size}
+        """Plain data that `load_recipe` turns back into an equal recipe (stored in checkpoint metadata).
+
+        Schemes that are not qcore's presets are written out in ``schemes:``,
+        so the recipe still loads where the plugin that registered them is
+        missing.
+        """
+        calibration: dict[str, Any] = {"samples": self.calibration.samples}
         if self.calibration.observer is not None:
             calibration["observer"] = self.calibration.observer
             calibration.update(self.calibration.options)
@@ -224,10 +218,10 @@ class Recipe:
             "targets": list(self.targets),
             "ignore": list(self.ignore),
             "overrides": overrides,
-            "schemes": {name: _without_name(s.to_dict()) for name, s in self.schemes.items()},
+            "schemes": {name: _without_name(s.to_dict())
+                        for name, s in {**self.schemes_used(), **self.schemes}.items() if PRESETS.get(name) != s},
             "calibration": calibration,
-            **({"smoothquant": attrs.asdict(self.smoothquant)} if self.smoothquant else {}),
-            **({"gptq": attrs.asdict(self.gptq)} if self.gptq else {}),
+            "algorithms": [{a.name: a.options_dict()} for a in self.algorithms],
             "backend": self.backend,
             "strict": self.strict,
             "on_unsupported": self.on_unsupported,
@@ -246,18 +240,22 @@ def _outcome(scheme: QuantScheme | None) -> str:
     return f"{scheme.name} ({scheme.describe()})" if scheme is not None else "none, kept float"
 
 
-def load_recipe(src: Recipe | str | os.PathLike[str] | dict[str, Any]) -> Recipe:
+def load_recipe(src: Recipe | str | os.PathLike[str] | dict[str, Any], *, recorded: bool = False) -> Recipe:
     """A validated Recipe from a Recipe, a YAML file path, YAML text, or a dict of the same shape.
 
     A str is a path when it names an existing file or ends in .yaml/.yml;
     otherwise it is YAML text. Raises RecipeError listing every problem.
+    `recorded` reads a recipe a checkpoint recorded: the backends and
+    algorithms it names need not be installed here (they ran elsewhere),
+    and its ``schemes:`` define the schemes it used even where a plugin
+    registers another one of that name.
     """
     if isinstance(src, Recipe):
         return src
     if isinstance(src, dict):
-        return _Validator({}, None).recipe(src)
+        return _Validator({}, None, recorded).recipe(src)
     text, source = _read(src)
-    validator = _Validator({}, source)
+    validator = _Validator({}, source, recorded)
     data = _parse(text, validator)
     return validator.recipe(data)
 
@@ -381,9 +379,10 @@ def _parent(path: str) -> str:
 class _Validator:
     """Checks plain recipe data, collecting every problem before building the Recipe."""
 
-    def __init__(self, lines: dict[str, int], source: str | None) -> None:
+    def __init__(self, lines: dict[str, int], source: str | None, recorded: bool = False) -> None:
         self.lines = lines
         self.source = source
+        self.recorded = recorded
         self.problems: list[RecipeProblem] = []
         self.broken: set[str] = set()
         self.manager = get_manager()
@@ -416,8 +415,7 @@ class _Validator:
             overrides=self._overrides(data.get("overrides", []), known),
             schemes=custom,
             calibration=self._calibration(data.get("calibration", {})),
-            smoothquant=self._smoothquant(data.get("smoothquant", False)),
-            gptq=self._gptq(data.get("gptq", False)),
+            algorithms=self._algorithms(data.get("algorithms", [])),
             backend=self._backend(data.get("backend", AUTO), "backend") or AUTO,
             strict=self._typed(data.get("strict", False), "strict", (bool,), False),
             on_unsupported=self._choice(data.get("on_unsupported", "error"), "on_unsupported", ON_UNSUPPORTED),
@@ -465,7 +463,7 @@ class _Validator:
 
     def _pattern(self, pattern: str, path: str) -> bool:
         try:
-            _compiled(pattern)
+            compiled(pattern)
         except re.error as exc:
             self.add(path, f"bad regular expression {pattern!r}: {exc}")
             return False
@@ -489,7 +487,7 @@ class _Validator:
             self.add(path, f"expected a backend name (or {AUTO!r}), got {_describe(value)}")
             return None
         backends = self.manager.backends()
-        if value != AUTO and value not in backends:
+        if value != AUTO and value not in backends and not self.recorded:
             self.add(path, _unknown("backend", value, [AUTO, *sorted(backends)]))
             return None
         return value
@@ -503,12 +501,15 @@ class _Validator:
             if not isinstance(name, str):
                 self.add(path, f"scheme names are strings, got {_describe(name)}")
                 continue
-            if name == NONE or name in registered:
-                taken = "means keep float" if name == NONE else "is a registered scheme"
-                self.add(path, f"custom scheme name {name!r} {taken}; choose another name")
+            if name == NONE:
+                self.add(path, f"custom scheme name {name!r} means keep float; choose another name")
                 continue
             scheme = self._custom_scheme(name, body, path)
             if scheme is None:
+                self.broken.add(name)
+            elif name in registered and registered[name] != scheme and not self.recorded:
+                self.add(path, f"custom scheme {name!r} differs from the registered scheme of that name "
+                               f"({registered[name].describe()}); choose another name")
                 self.broken.add(name)
             else:
                 out[name] = scheme
@@ -584,12 +585,9 @@ class _Validator:
 
     def _calibration(self, value: Any) -> Calibration:
         body = self._typed(value, "calibration", (dict,), {})
-        counts = {}
-        for key, default in (("samples", 128), ("batch_size", 8)):
-            number = self._typed(body.get(key, default), f"calibration.{key}", (int,), default)
-            if number <= 0:
-                self.add(f"calibration.{key}", f"must be a positive integer, got {number}")
-            counts[key] = number
+        samples = self._typed(body.get("samples", 128), "calibration.samples", (int,), 128)
+        if samples <= 0:
+            self.add("calibration.samples", f"must be a positive integer, got {samples}")
         options = {key: item for key, item in body.items() if key not in CALIBRATION_KEYS}
         for key in [key for key in options if _close(key, CALIBRATION_KEYS)]:
             self.add(f"calibration.{key}", _unknown("key", key, CALIBRATION_KEYS))
@@ -600,39 +598,37 @@ class _Validator:
                 self.add(f"calibration.{key}", "observer options need `observer:` to say which observer they are for")
         elif self._observer(observer, "calibration.observer"):
             self._observer_options(observer, options)
-        return Calibration(counts["samples"], counts["batch_size"], observer, options)
+        return Calibration(samples, observer, options)
 
-    def _switch(self, value: Any, path: str, keys: tuple[str, ...]) -> dict[str, Any] | None:
-        """An algorithm switch: `true` (default options), `false` (off, None) or a mapping of options."""
-        if value is True or value is False:
-            return {} if value else None
-        body = self._typed(value, path, (dict, bool), {})
-        self._keys(body, path, keys)
-        return body
-
-    def _smoothquant(self, value: Any) -> SmoothQuant | None:
-        body = self._switch(value, "smoothquant", SMOOTHQUANT_KEYS)
-        if body is None:
-            return None
-        default = SmoothQuant()
-        alpha = self._typed(body.get("alpha", default.alpha), "smoothquant.alpha", (float, int), default.alpha)
-        if not 0 <= alpha <= 1:
-            self.add("smoothquant.alpha", f"must be in [0, 1], got {alpha}")
-        return SmoothQuant(float(alpha))
-
-    def _gptq(self, value: Any) -> Gptq | None:
-        body = self._switch(value, "gptq", GPTQ_KEYS)
-        if body is None:
-            return None
-        default = Gptq()
-        damp = self._typed(body.get("damp", default.damp), "gptq.damp", (float, int), default.damp)
-        if not 0 <= damp < 1:
-            self.add("gptq.damp", f"must be in [0, 1), got {damp}")
-        block = self._typed(body.get("block_size", default.block_size), "gptq.block_size", (int,),
-                            default.block_size)
-        if block <= 0:
-            self.add("gptq.block_size", f"must be a positive integer, got {block}")
-        return Gptq(float(damp), block)
+    def _algorithms(self, value: Any) -> tuple[AlgorithmEntry, ...]:
+        """``algorithms: [{name: {options}}, ...]``: each item one algorithm, checked against its option schema."""
+        known = self.manager.algorithms()
+        out = []
+        for i, item in enumerate(self._typed(value, "algorithms", (list,), [])):
+            path = f"algorithms[{i}]"
+            if not isinstance(item, dict) or len(item) != 1:
+                self.add(path, "each algorithm is a mapping of one name to its options, e.g. "
+                               f"{{gptq: {{damp: 0.01}}}}; got {_describe(item)}")
+                continue
+            ((name, body),) = item.items()
+            path = f"{path}.{name}"
+            body = self._typed(body, path, (dict,), None)
+            if body is None:
+                continue
+            layers = self._names(body.get(LAYERS_OPTION, []), f"{path}.{LAYERS_OPTION}", patterns=True)
+            options = {k: v for k, v in body.items() if k != LAYERS_OPTION}
+            if name not in known:
+                if self.recorded:
+                    out.append(AlgorithmEntry(str(name), options, layers))
+                else:
+                    self.add(path, _unknown("algorithm", name, sorted(known)) + " (installed algorithms)")
+                continue
+            parsed, problems = parse_options(known[name].options, options, also_known=(LAYERS_OPTION,))
+            for key, message in problems:
+                self.add(f"{path}.{key}" if key else path, message)
+            if parsed is not None:
+                out.append(AlgorithmEntry(name, parsed, layers))
+        return tuple(out)
 
     def _observer_options(self, name: str, options: dict[str, Any]) -> None:
         """Options are checked by building one throwaway observer, so plugin observers are checked too."""

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from qcore import ops
-from qcore.algorithms import HessianAccumulator, gptq_quantize
+from qcore.algorithms.gptq import HessianAccumulator, gptq_quantize
 from qcore.errors import NonFiniteError, ShapeError, SpecError
 from qcore.metrics import sqnr
 from qcore.spec import QuantSpec

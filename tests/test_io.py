@@ -74,8 +74,8 @@ def test_round_trip_is_bit_identical(saved: tuple[Path, Net, torch.Tensor], monk
     assert ours.keys() == theirs.keys()
     assert all(torch.equal(ours[k], theirs[k]) and ours[k].dtype == theirs[k].dtype for k in ours)
     state, original = api.state_of(loaded), api.state_of(model)
-    assert [(r.name, r.scheme, r.kernel, r.quant_bytes, r.weight_sqnr) for r in state.layers] == [
-        (r.name, r.scheme, r.kernel, r.quant_bytes, r.weight_sqnr) for r in original.layers]
+    assert [(r.name, r.scheme, state.kernel(r.name), r.quant_bytes, r.weight_sqnr) for r in state.layers] == [
+        (r.name, r.scheme, original.kernel(r.name), r.quant_bytes, r.weight_sqnr) for r in original.layers]
     assert state.recipe.to_dict() == original.recipe.to_dict()
     assert state.calibration == original.calibration
 
@@ -96,7 +96,7 @@ def test_metadata_records_schemes_kernels_recipe_plan_hardware(saved: tuple[Path
     assert layers["down"]["scheme"] == state.layer("down").scheme.to_dict()
     assert layers["up"]["kernel"] == model.up.kernel_id and layers["tied"]["kernel"] is None
     assert meta["qcore.recipe"] == state.recipe.to_dict()
-    assert [p["kernel"] for p in meta["qcore.plan"]] == [r.kernel for r in state.layers]
+    assert [p["kernel"] for p in meta["qcore.plan"]] == [state.kernel(r.name) for r in state.layers]
     assert meta["qcore.hardware"]["fingerprint"] == state.hardware.fingerprint
     assert meta["qcore.calibration"] == {"samples": 16, "batches": 2, "observer": "minmax"}
 

@@ -102,7 +102,7 @@ def test_dynamic_scheme_and_keep_float_layers_in_qat() -> None:
     assert torch.equal(model[0](x), expected)
     api.convert(model, measure=False)
     state = api.state_of(model)
-    assert state.layer("0").kernel is not None and state.layer("2").float_reason
+    assert state.kernel("0") is not None and state.layer("2").float_reason
     assert type(model[2]) is nn.Linear
 
 

@@ -13,6 +13,7 @@ from qcore import api, metrics, ops
 from qcore.errors import NoKernelError, NonFiniteError, QcoreError
 from qcore.kernels import linear_rows
 from qcore.nn import QuantLinear
+from qcore.state import STATE_ATTR
 from qcore.qparams import check_finite
 from qcore.recipe import RecipeError
 
@@ -44,7 +45,8 @@ def test_quantize_replaces_every_linear_and_keeps_quality() -> None:
     for record in state.layers:
         layer = model.get_submodule(record.name)
         assert isinstance(layer, QuantLinear)
-        assert record.kernel == layer.kernel_id and record.scheme is layer.scheme and record.float_reason is None
+        assert state.kernel(record.name) == layer.kernel_id and record.scheme is layer.scheme
+        assert record.float_reason is None
         assert record.quant_bytes == layer.storage_bytes() < record.float_bytes
         assert record.weight_sqnr == pytest.approx(metrics.sqnr(float_weights[record.name], layer.dequantized_weight()))
         assert record.weight_sqnr > 38
@@ -98,8 +100,8 @@ def test_replan_binds_another_kernel_and_a_same_device_move_keeps_it() -> None:
     assert layer._run.func is selection.chosen.fn
     assert metrics.sqnr(expected, model(x)) > 45  # the contract holds backends to 50 dB a layer
     state = api.state_of(model)  # what save and the card record follows the layers
-    assert state.layer("0").kernel == "cpu-reference/linear" and state.plan["0"].selection is selection
-    assert state.layer("2").kernel == model[2].kernel_id
+    assert state.kernel("0") == "cpu-reference/linear" and state.plan["0"].selection is selection
+    assert state.kernel("2") == model[2].kernel_id
 
 
 def test_a_move_that_cannot_be_planned_leaves_the_layer_as_it_was() -> None:
@@ -127,7 +129,7 @@ def test_nonfinite_weight_names_layer_and_modifies_nothing() -> None:
         model[2].weight[3, 5] = float("nan")
     with pytest.raises(NonFiniteError, match=r"layer '2'.*nothing was modified"):
         api.quantize(model, recipe(), progress=False, measure=False)
-    assert len(linears(model)) == 3 and not hasattr(model, api.STATE_ATTR)
+    assert len(linears(model)) == 3 and not hasattr(model, STATE_ATTR)
 
 
 def test_nonfinite_calibration_activation_names_layer() -> None:
@@ -190,7 +192,7 @@ def test_unsupported_layer_errors_or_stays_float() -> None:
     api.quantize(model, recipe("w4a16", on_unsupported="keep-float"), progress=False, measure=False)
     state = api.state_of(model)
     assert linears(model) == ["0", "2", "4"]
-    assert all(r.kernel is None and "does not divide" in r.float_reason for r in state.layers)
+    assert all(state.kernel(r.name) is None and "does not divide" in r.float_reason for r in state.layers)
     assert all(r.quant_bytes == r.float_bytes and r.weight_sqnr is None for r in state.layers)
 
 
@@ -223,8 +225,8 @@ def test_hugging_face_bert_with_dict_batches_and_ignore() -> None:
                      progress=False, measure=False)
     assert linears(model) == ["pooler.dense"]
     state = api.state_of(model)
-    assert state.layer("pooler.dense").float_reason and state.layer("pooler.dense").kernel is None
-    assert sum(r.kernel is not None for r in state.layers) == 12
+    assert state.layer("pooler.dense").float_reason and state.kernel("pooler.dense") is None
+    assert sum(state.kernel(r.name) is not None for r in state.layers) == 12
     assert (state.calibration.samples, state.calibration.batches) == (8, 2)
     out = model(**batches[0]).last_hidden_state
     assert metrics.cosine(ref, out).min() > 0.99

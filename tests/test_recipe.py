@@ -165,7 +165,7 @@ MALFORMED = [
         schemes:
           w8a8: {weights: {dtype: int8}}
         """,
-        4, "schemes.w8a8", "custom scheme name 'w8a8' is a registered scheme",
+        4, "schemes.w8a8", "custom scheme 'w8a8' differs from the registered scheme of that name",
         id="custom-shadows-preset",
     ),
     pytest.param(
@@ -200,7 +200,7 @@ MALFORMED = [
         """
         qcore: 1
         scheme: w8a16
-        calibration: {samples: 0, batch_size: 8}
+        calibration: {samples: 0}
         """,
         3, "calibration.samples", "must be a positive integer, got 0",
         id="calibration-samples",
@@ -365,14 +365,14 @@ def test_to_dict_round_trips(tmp_path) -> None:
           - {match: "re:.*q", scheme: mine, backend: cpu-reference}
         schemes:
           mine: {weights: {dtype: uint4, granularity: group, group_size: 32, symmetric: false}}
-        calibration: {samples: 16, batch_size: 4, observer: histogram, bins: 512}
+        calibration: {samples: 16, observer: histogram, bins: 512}
         backend: torch-fallback
         strict: true
         on_unsupported: keep-float
         """))
     again = load_recipe(recipe.to_dict())
     assert again == recipe and again.to_dict() == recipe.to_dict()
-    assert again.calibration == Calibration(16, 4, "histogram", {"bins": 512})
+    assert again.calibration == Calibration(16, "histogram", {"bins": 512})
     assert again.scheme is None and again.strict and again.source is None
 
 

@@ -1,9 +1,21 @@
-"""Weight quantization algorithms beyond round-to-nearest.
+"""qcore's built-in quantization algorithms, registered through the ``qcore_algorithms`` hook like a plugin's.
 
-Each returns an ordinary QTensor under the numerics contract, so any backend
-dequantizes, packs and runs the result exactly as it would a min-max one.
+Each module holds one algorithm: its math as plain functions, its options
+class and its `AlgorithmImpl` (see `qcore.algorithm` for the contract).
+`balance` holds what SmoothQuant and AWQ share: finding where a per-channel
+scale can fold, and applying it.
 """
 
-from qcore.algorithms.gptq import HessianAccumulator, gptq_quantize
+from __future__ import annotations
 
-__all__ = ["HessianAccumulator", "gptq_quantize"]
+from collections.abc import Iterator
+
+from qcore.algorithm import AlgorithmImpl
+
+
+def builtin_algorithms() -> Iterator[AlgorithmImpl]:
+    from qcore.algorithms import awq, gptq, smoothquant
+
+    yield smoothquant.algorithm()
+    yield awq.algorithm()
+    yield gptq.algorithm()

@@ -10,54 +10,54 @@ to, and the group ranges seen when a group's qparams are computed, differ.
 
 from __future__ import annotations
 
+import attrs
 import torch
 
+from qcore.algorithm import AlgorithmContext, AlgorithmImpl, Collector, LayerWork
 from qcore.errors import QcoreError, ShapeError, SpecError
-from qcore.kernels import QTensor
+from qcore.kernels import YES, QTensor, Support, no
 from qcore.layout import canonical_axis
 from qcore.qparams import check_finite, minmax_qparams, qparams_from_range
 from qcore.spec import QuantSpec
 
 
-class HessianAccumulator:
-    """Running H = 2/n · Σ xᵀx over the inputs of one Linear, as the reference GPTQ keeps it.
+class HessianAccumulator(Collector):
+    """H = 2/n · Σ xᵀx over the inputs of one Linear, as the reference GPTQ defines it.
 
-    The running-mean form (H *= n/(n+m); H += 2/(n+m) XᵀX) keeps H at the scale
-    of one sample however much calibration data is seen, so the relative damping
-    in `gptq_quantize` means the same thing for any amount of data.
+    The sum and the row count are kept apart (float64), so partial sums from
+    several processes add up exactly as one would have collected them, and
+    the relative damping in `gptq_quantize` means the same for any amount of
+    data.
     """
-
-    label = "gptq input Hessians"
 
     def __init__(self, in_features: int) -> None:
         if in_features <= 0:
             raise ShapeError(f"in_features must be positive, got {in_features}")
-        self._h = torch.zeros(in_features, in_features, dtype=torch.float64)
-        self._n = 0
+        self.sum = torch.zeros(in_features, in_features, dtype=torch.float64)
+        self.samples = 0
 
     def observe(self, x: torch.Tensor) -> None:
         """Add activations x (..., K); every leading dimension counts as rows."""
-        k = self._h.shape[0]
+        k = self.sum.shape[0]
         if x.ndim == 0 or x.shape[-1] != k:
             raise ShapeError(f"activations of shape {tuple(x.shape)} do not end in in_features={k}")
         check_finite(x, "GPTQ calibration activations")
         rows = x.detach().reshape(-1, k).to(device="cpu", dtype=torch.float64)
-        m = rows.shape[0]
-        if m == 0:
-            return
-        total = self._n + m
-        self._h *= self._n / total
-        self._h += (2.0 / total) * (rows.T @ rows)
-        self._n = total
+        self.sum += rows.T @ rows
+        self.samples += rows.shape[0]
+
+    def rescaled(self, m: torch.Tensor) -> HessianAccumulator:
+        """The Hessian of x·m: diag(m) H diag(m)."""
+        m64 = m.detach().to(device="cpu", dtype=torch.float64)
+        out = HessianAccumulator(self.sum.shape[0])
+        out.sum = self.sum * m64[:, None] * m64[None, :]
+        out.samples = self.samples
+        return out
 
     @property
     def hessian(self) -> torch.Tensor:
-        """(K, K) float64; a copy, so callers may modify it."""
-        return self._h.clone()
-
-    @property
-    def samples(self) -> int:
-        return self._n
+        """(K, K) float64, 2/n Σ xᵀx (zeros before any sample); a fresh tensor, so callers may modify it."""
+        return self.sum * (2.0 / self.samples) if self.samples else torch.zeros_like(self.sum)
 
 
 def gptq_quantize(
@@ -82,16 +82,16 @@ def gptq_quantize(
     Channel qparams (axis 0) come from the original rows; group qparams from
     the min/max of the group's current weights when its first column is reached.
     """
-    _check_spec(spec)
     if weight.ndim != 2:
         raise ShapeError(f"GPTQ quantizes an (N, K) weight, got shape {tuple(weight.shape)}")
+    support = supports(spec)
+    if not support:
+        raise SpecError(support.reason)
     n, k = weight.shape
     if tuple(hessian.shape) != (k, k):
         raise ShapeError(
             f"hessian of shape {tuple(hessian.shape)} does not match weight (N={n}, K={k}): need ({k}, {k})"
         )
-    if spec.granularity == "channel" and canonical_axis(spec, 2) != 0:
-        raise SpecError(f"GPTQ needs per-output-channel scales (axis 0), got {spec.describe()}")
     g = spec.group_size if spec.granularity == "group" else None
     if g is not None and k % g:
         raise ShapeError(f"group_size {g} does not divide in_features {k} (weight shape {tuple(weight.shape)})")
@@ -149,12 +149,15 @@ def gptq_quantize(
     return QTensor(codes.to(getattr(torch, spec.info.torch_dtype)), scale, zero_point, spec)
 
 
-def _check_spec(spec: QuantSpec) -> None:
-    info = spec.info
-    if info.kind != "int" or spec.dtype in ("binary", "ternary") or spec.granularity not in ("channel", "group"):
-        raise SpecError(
-            f"GPTQ supports integer channel/group weight specs (int8, uint8, int4, uint4), got {spec.describe()}"
-        )
+def supports(spec: QuantSpec | None) -> Support:
+    """Whether GPTQ can quantize weights of `spec`: the one answer, used by the recipe's layers and the function."""
+    if spec is None:
+        return no("the scheme leaves weights in float")
+    if spec.info.kind != "int" or spec.dtype in ("binary", "ternary") or spec.granularity not in ("channel", "group"):
+        return no(f"GPTQ quantizes integer channel/group weights (int8, uint8, int4, uint4), not {spec.describe()}")
+    if spec.granularity == "channel" and canonical_axis(spec, 2) != 0:
+        return no(f"GPTQ needs per-output-channel scales (axis 0 of the (N, K) weight), got {spec.describe()}")
+    return YES
 
 
 def _upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
@@ -165,3 +168,38 @@ def _upper_cholesky_of_inverse(h: torch.Tensor) -> torch.Tensor:
     if int(info) != 0:
         raise QcoreError("GPTQ: the damped Hessian is not positive definite; increase damp (e.g. 0.1)")
     return upper
+
+
+@attrs.frozen
+class GptqOptions:
+    damp: float = attrs.field(default=0.01, validator=[attrs.validators.ge(0.0), attrs.validators.lt(1.0)],
+                              metadata={"help": "fraction of the mean Hessian diagonal added to it"})
+    block_size: int = attrs.field(default=128, validator=attrs.validators.gt(0),
+                                  metadata={"help": "columns per lazy-update block (speed, not the result)"})
+
+
+def _applies(_options: GptqOptions, layer: LayerWork) -> Support:
+    return supports(layer.scheme.weights)
+
+
+def _collector(_options: GptqOptions, layer: LayerWork) -> HessianAccumulator:
+    return HessianAccumulator(layer.in_features)
+
+
+def _run(ctx: AlgorithmContext) -> None:
+    options: GptqOptions = ctx.options
+    with ctx.progress("quantizing", len(ctx.layers)) as advance:
+        for layer in ctx.layers:
+            spec = layer.scheme.weights
+            assert spec is not None
+            layer.qweight = gptq_quantize(layer.weight, ctx.stats(layer).hessian, spec, damp=options.damp,
+                                          block_size=options.block_size)
+            ctx.note(layer, f"{ctx.stats(layer).samples} calibration rows")
+            advance(1)
+
+
+def algorithm() -> AlgorithmImpl:
+    return AlgorithmImpl(
+        "gptq", GptqOptions, applies=_applies, run=_run, kind="quantize", collector=_collector,
+        description="GPTQ (Frantar et al. 2022): error-feedback rounding of integer channel/group weights, "
+                    "driven by each layer's input Hessian")

@@ -135,6 +135,24 @@ def load_factory(source: str) -> LoadedModel:
     return LoadedModel(model.eval(), source, (lambda m, s: m.encode(list(s))) if callable(encode) else None)
 
 
+def tiny_llama(*, hidden: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 384,
+               vocab: int = 512, seed: int = 0) -> nn.Module:
+    """A small Llama-architecture causal LM (transformers' LlamaForCausalLM), random weights, built in code.
+
+    What tests and the examples use where a decoder is needed and nothing may
+    be downloaded; ``--model qcore.demo.models:tiny_llama`` names it on the
+    command line. `kv_heads` < `heads` gives grouped-query attention, as in
+    current Llama models.
+    """
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(seed)
+    config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+                         num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+                         max_position_embeddings=256, tie_word_embeddings=False)
+    return LlamaForCausalLM(config).eval()
+
+
 def load_model(source: str) -> LoadedModel:
     """Resolve a model source string (see the module docstring); ModelSourceError says why one cannot load."""
     if source == MINILM:
