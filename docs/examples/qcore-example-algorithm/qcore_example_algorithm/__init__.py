@@ -1,0 +1,1 @@
+"""An example qcore algorithm plugin: MSE-optimal weight clipping."""
