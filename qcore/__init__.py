@@ -6,6 +6,8 @@ the capability matcher chooses per layer and explains its choice.
 """
 
 from qcore.api import QuantState, convert, plan, prepare_qat, quantize, state_of
+from qcore.compressed_tensors.args import FormatError
+from qcore.compressed_tensors.writer import ExportReport, export
 from qcore.descriptors import BackendInfo, ObserverImpl
 from qcore.errors import (
     NoKernelError,
@@ -43,7 +45,9 @@ __all__ = [
     "PRESETS",
     "BackendInfo",
     "CheckpointError",
+    "ExportReport",
     "FakeQuantLinear",
+    "FormatError",
     "HardwareProfile",
     "KernelImpl",
     "KernelRequest",
@@ -72,6 +76,7 @@ __all__ = [
     "UnknownNameError",
     "convert",
     "detect_hardware",
+    "export",
     "get_manager",
     "hookimpl",
     "load",
