@@ -110,10 +110,10 @@ def model_from_config(config: dict[str, Any], where: str) -> nn.Module:
     return model.eval()
 
 
-def copy_tokenizer(module: nn.Module, directory: Path) -> list[str]:
-    """Copy the tokenizer files of the folder `module` was loaded from into `directory`; the names copied."""
-    source = Path(str(getattr(module, "name_or_path", "") or ""))
-    if not source.is_dir() or source.resolve() == directory.resolve():
+def copy_tokenizer(source: str | os.PathLike[str], directory: Path) -> list[str]:
+    """Copy the tokenizer files of the model folder `source` (if it is one) into `directory`; the names copied."""
+    source = Path(source)
+    if not str(source) or not source.is_dir() or source.resolve() == directory.resolve():
         return []
     copied = []
     for name in TOKENIZER_FILES:
@@ -121,3 +121,9 @@ def copy_tokenizer(module: nn.Module, directory: Path) -> list[str]:
             shutil.copyfile(source / name, directory / name)
             copied.append(name)
     return copied
+
+
+def source_folder(module: nn.Module) -> str:
+    """The local folder a transformers model was loaded from ('' when it was built otherwise)."""
+    path = str(getattr(module, "name_or_path", "") or "")
+    return path if path and Path(path).is_dir() else ""

@@ -97,7 +97,7 @@ def export(model: nn.Module, directory: str | os.PathLike[str], *, format: str =
     out.mkdir(parents=True, exist_ok=True)
     atomic_write(out / WEIGHTS_FILE, safetensors.torch.save(tensors, {"format": "pt"}))
     atomic_write(out / hf.CONFIG_FILE, json.dumps(config, indent=2, sort_keys=True, default=str) + "\n")
-    copied = hf.copy_tokenizer(root, out) if found is not None else []
+    copied = hf.copy_tokenizer(hf.source_folder(root), out) if found is not None else []
     return ExportReport(out, top, layers, tuple(copied))
 
 
