@@ -52,6 +52,9 @@ def serving(weights: dict[str, Any], acts: dict[str, Any] | None, fmt: str, shap
     if acts is None and w_strategy in ("channel", "group") and fmt == PACK_QUANTIZED \
             and weights["num_bits"] in (4, 8):
         return _marlin(weights, shape)
+    if acts is None and not w_float:
+        return Serving(None, "integer weight-only layers need 4- or 8-bit channel or group scales in pack-quantized "
+                             "form (WNA16)")
     if fmt not in ACTIVATION_FORMATS:
         return Serving(None, f"format {fmt} with these args matches no vLLM scheme")
     per_tensor_or_channel = w_strategy in ("tensor", "channel")
@@ -64,9 +67,6 @@ def serving(weights: dict[str, Any], acts: dict[str, Any] | None, fmt: str, shap
                                   f"{_act_text(acts)} activations")
         ignored = "" if acts is None else "; the activation quantization is ignored"
         return Serving("FP8", f"CompressedTensorsW8A16Fp8 (weight-only fp8, Marlin){ignored}")
-    if acts is None:
-        return Serving(None, "integer weight-only layers need channel or group scales in pack-quantized form "
-                             "(WNA16)")
     if acts["type"] == "float":
         return Serving(None, "integer weights with fp8 activations match no vLLM scheme")
     a_static_tensor = not acts["dynamic"] and acts["strategy"] == "tensor"
