@@ -204,3 +204,21 @@ def test_exporting_does_not_change_the_model(tmp_path: Path) -> None:
     before = logits(model, ids)
     qcore.export(model, tmp_path)
     assert torch.equal(logits(model, ids), before)
+
+
+@pytest.mark.filterwarnings("ignore:You passed `quantization_config`")
+def test_transformers_runs_a_mixed_precision_export_through_compressed_tensors(tmp_path: Path) -> None:
+    """transformers' dequantize=True path decompresses every dense layer with the first group's scheme (so it
+    fails on mixed-precision checkpoints, compressed-tensors' own included); its compressed path reads each group."""
+    from transformers import CompressedTensorsConfig, LlamaForCausalLM
+
+    ids = tokens(seed=2)
+    reference = quantized_llama("w8a8-dynamic", backend="cpu-reference",
+                                overrides=[{"match": "re:.*mlp.*", "scheme": "w4a16"}])
+    qcore.export(reference, tmp_path)
+    loaded = LlamaForCausalLM.from_pretrained(tmp_path, quantization_config=CompressedTensorsConfig(dequantize=False),
+                                              dtype=torch.float32).eval()
+    ours, theirs = logits(reference, ids).flatten(), logits(loaded, ids).flatten()
+    assert torch.nn.functional.cosine_similarity(ours, theirs, dim=0) > 0.9999  # dynamic scales: amax/127 vs /127.5
+    for name, layer in quant_layers(reference).items():
+        assert torch.equal(loaded.get_submodule(name).weight, layer.dequantized_weight()), name
