@@ -96,9 +96,13 @@ def plan(model: nn.Module, recipe: RecipeSource, *, measure: bool = True, matche
     return plan_layers(find_targets(model, recipe), recipe, matcher or Matcher(measure=measure), {})
 
 
-def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: CalibrationData | None = None, *,
-             progress: bool = True, measure: bool = True, matcher: Matcher | None = None) -> nn.Module:
+def quantize(model: nn.Module | str | PathLike[str], recipe: RecipeSource,
+             calibration_data: CalibrationData | None = None, *, progress: bool = True, measure: bool = True,
+             matcher: Matcher | None = None) -> nn.Module:
     """Quantize `model` in place per `recipe` and return it.
+
+    `model` may be the path of a local Hugging Face model folder (``config.json``
+    and safetensors), loaded with `qcore.hf.load_folder` first.
 
     `calibration_data` is an iterable of batches (each run as ``model(batch)``,
     or ``model(**batch)`` for a dict) or a callable ``fn(model)`` that runs the
@@ -110,6 +114,10 @@ def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: Calibrati
     from qcore.algorithms import HessianAccumulator
     from qcore.algorithms.smoothquant import ChannelAbsMax
 
+    if not isinstance(model, nn.Module):
+        from qcore.hf import load_folder
+
+        model = load_folder(model)
     recipe = load_recipe(recipe)
     matcher = matcher or Matcher(measure=measure)
     targets = find_targets(model, recipe)
