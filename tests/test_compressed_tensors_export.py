@@ -75,7 +75,8 @@ def test_every_weight_dequantizes_bit_identically_and_the_config_is_the_packages
 
 
 def test_tensor_names_shapes_and_dtypes_follow_the_format(tmp_path: Path) -> None:
-    overrides = [{"match": "re:.*mlp.*", "scheme": "w4a16-asym"}, {"match": "re:.*self_attn\\.o_proj", "scheme": "w8a16"},
+    overrides = [{"match": "re:.*mlp.*", "scheme": "w4a16-asym"},
+                 {"match": "re:.*self_attn\\.o_proj", "scheme": "w8a16"},
                  {"match": "re:.*layers\\.1\\.self_attn\\.[qkv]_proj", "scheme": "w8a8"}]
     model = quantized_llama("w8a8-dynamic", overrides=overrides)
     report = qcore.export(model, tmp_path)
@@ -90,7 +91,8 @@ def test_tensor_names_shapes_and_dtypes_follow_the_format(tmp_path: Path) -> Non
     down = "model.layers.0.mlp.down_proj"  # uint4, groups of 128, out 128, in 256
     assert tensors[f"{down}.weight_packed"].dtype == torch.int32 and tensors[f"{down}.weight_packed"].shape == (128, 32)
     assert tensors[f"{down}.weight_scale"].shape == (128, 2)
-    assert tensors[f"{down}.weight_zero_point"].dtype == torch.int32 and tensors[f"{down}.weight_zero_point"].shape == (16, 2)
+    zero_point = tensors[f"{down}.weight_zero_point"]
+    assert zero_point.dtype == torch.int32 and zero_point.shape == (16, 2)
     assert tensors[f"{down}.weight_shape"].tolist() == [128, 256]
     o = "model.layers.0.self_attn.o_proj"  # w8a16: 8-bit weight-only, packed 4 a word
     assert tensors[f"{o}.weight_packed"].shape == (128, 32) and tensors[f"{o}.weight_scale"].shape == (128, 1)

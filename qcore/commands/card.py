@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from qcore.card import Card
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -37,7 +41,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _card(directory: str, source: str | None):  # type: ignore[no-untyped-def]
+def _card(directory: str, source: str | None) -> Card:
     from pathlib import Path
 
     from qcore.card import CARD_JSON, build_card, load_card

@@ -14,10 +14,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from qcore.commands import make_console
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from qcore.compressed_tensors.writer import ExportReport
 
 FORMATS = ("compressed-tensors",)
 
@@ -58,7 +65,7 @@ def _card_source(directory: str) -> str:
     return load_card(directory).model_source if (Path(directory) / CARD_JSON).is_file() else ""
 
 
-def _skeleton(directory: str, source: str | None):  # type: ignore[no-untyped-def]
+def _skeleton(directory: str, source: str | None) -> nn.Module | None:
     """The float model for `qcore.load`: from `source`, else None (recorded config), else the card's source."""
     from qcore.compressed_tensors.reader import quantization_config
     from qcore.demo.models import load_model
@@ -71,7 +78,7 @@ def _skeleton(directory: str, source: str | None):  # type: ignore[no-untyped-de
     return load_model(source).model if source else None
 
 
-def print_report(console: Console, report) -> None:  # type: ignore[no-untyped-def]
+def print_report(console: Console, report: ExportReport) -> None:
     """The per-layer table of an ExportReport and what was written."""
     table = Table(title=f"compressed-tensors export ({report.format}) → {report.directory}")
     for column in ("layer", "out x in", "qcore scheme", "group / format", "vLLM"):

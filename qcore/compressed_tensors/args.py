@@ -57,7 +57,7 @@ def code_offset(spec: QuantSpec) -> int:
 
 
 def args_of(spec: QuantSpec, role: Role) -> dict[str, Any]:
-    """The QuantizationArgs (as compressed-tensors dumps them) of one qcore spec; FormatError says why there are none."""
+    """The QuantizationArgs (as compressed-tensors dumps them) of one qcore spec; FormatError says why not."""
     if spec.dtype in _INEXPRESSIBLE:
         raise FormatError(_INEXPRESSIBLE[spec.dtype])
     kind, bits = _TYPES[spec.dtype]

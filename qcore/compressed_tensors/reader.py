@@ -42,7 +42,7 @@ from qcore.matcher import LayerPlan, Matcher, Plan
 from qcore.nn.convert import LayerRecord, swap
 from qcore.nn.modules import QuantLinear
 from qcore.plugins import get_manager
-from qcore.recipe import load_recipe
+from qcore.recipe import Recipe, load_recipe
 from qcore.spec import QuantScheme, QuantSpec
 
 UNSUPPORTED_OPTIONS = ("kv_cache_scheme", "sparsity_config", "transform_config", "moe_sparsity_config")
@@ -320,7 +320,7 @@ def _load_rest(where: Path, model: nn.Module, tensors: dict[str, torch.Tensor], 
     assert not result.unexpected_keys and set(result.missing_keys) <= replaced
 
 
-def _recipe(where: Path, records: list[LayerRecord]):  # type: ignore[no-untyped-def]
+def _recipe(where: Path, records: list[LayerRecord]) -> Recipe:
     """A recipe that says what the checkpoint did: each quantized layer's scheme, the float ones ignored."""
     quantized = [r for r in records if r.scheme is not None]
     if not quantized:

@@ -33,7 +33,7 @@ from qcore import api, io
 from qcore.card import Card, Measurement, build_card, format_bytes, recipe_name, tensor_bytes
 from qcore.commands import make_console
 from qcore.demo import targets
-from qcore.demo.interop import agreement_table, export_and_check
+from qcore.demo.interop import Agreement, agreement_table, export_and_check
 from qcore.demo.evaluate import median_seconds, top1_agreement
 from qcore.demo.models import ENCODE_BATCH, MINILM, LoadedModel, load_minilm
 from qcore.demo.sentences import SENTENCES, TOPICS, sample_sentences
@@ -121,7 +121,7 @@ def run_recipe(loaded: LoadedModel, path: Path, float_emb: torch.Tensor, out_roo
     return Result(name, card, times["float"], times["quant"], quantize_seconds, out)
 
 
-def export_compressed_tensors(loaded: LoadedModel, path: Path, result: Result, console: Console):  # type: ignore[no-untyped-def]
+def export_compressed_tensors(loaded: LoadedModel, path: Path, result: Result, console: Console) -> Agreement:
     """The saved model re-loaded, exported to ``<out>/<recipe>-compressed-tensors`` and read back by the package."""
     recipe = load_recipe(path)
     with console.status(f"{result.name}: exporting as compressed-tensors and dequantizing with compressed-tensors"):
