@@ -95,9 +95,11 @@ def load(directory: str | os.PathLike[str], model_or_factory: nn.Module | Callab
             raise FormatError(f"{where}: layer {name!r} ({group[0]}): {exc}") from None
         built[name] = layer
         plans.append(LayerPlan(name, layer.selection, ""))
-        records.append(LayerRecord(name, layer.scheme, f"{FORMAT_NAME} {group[0]}", layer.kernel_id,
-                                   layer.selection.why(), None, module.in_features, module.out_features,
-                                   _nbytes(module.weight, module.bias), layer.storage_bytes(), None))
+        records.append(LayerRecord(name=name, scheme=layer.scheme, rule=f"{FORMAT_NAME} {group[0]}",
+                                   kernel=layer.kernel_id, why=layer.selection.why(), float_reason=None,
+                                   in_features=module.in_features, out_features=module.out_features,
+                                   float_bytes=_nbytes(module.weight, module.bias), quant_bytes=layer.storage_bytes(),
+                                   weight_sqnr=None))
     _load_rest(where, model, tensors, {f"{name}.{p}" for name in built for p in ("weight", "bias")})
     model = swap(model, built)
     recipe = _recipe(where, records)
@@ -281,8 +283,9 @@ def _nbytes(*tensors: torch.Tensor | None) -> int:
 
 def _float_record(name: str, module: nn.Linear, why: str) -> LayerRecord:
     size = _nbytes(module.weight, module.bias)
-    return LayerRecord(name, None, FORMAT_NAME, None, why, why, module.in_features, module.out_features, size, size,
-                       None)
+    return LayerRecord(name=name, scheme=None, rule=FORMAT_NAME, kernel=None, why=why, float_reason=why,
+                       in_features=module.in_features, out_features=module.out_features, float_bytes=size,
+                       quant_bytes=size, weight_sqnr=None)
 
 
 def _tied(model: nn.Module) -> Iterator[tuple[str, str]]:
