@@ -7,6 +7,8 @@ the capability matcher chooses per layer and explains its choice.
 
 from qcore.algorithm import AlgorithmContext, AlgorithmImpl, AlgorithmRun, Collector, LayerWork
 from qcore.api import convert, plan, prepare_qat, quantize
+from qcore.compressed_tensors.args import FormatError
+from qcore.compressed_tensors.writer import ExportReport, export
 from qcore.descriptors import BackendInfo, ObserverImpl
 from qcore.errors import (
     NoKernelError,
@@ -49,7 +51,9 @@ __all__ = [
     "BackendInfo",
     "Collector",
     "CheckpointError",
+    "ExportReport",
     "FakeQuantLinear",
+    "FormatError",
     "HardwareProfile",
     "KernelImpl",
     "KernelRequest",
@@ -80,6 +84,7 @@ __all__ = [
     "UnknownNameError",
     "convert",
     "detect_hardware",
+    "export",
     "get_manager",
     "hookimpl",
     "load",

@@ -47,9 +47,13 @@ def plan(model: nn.Module, recipe: RecipeSource, *, measure: bool = True, matche
     return pipeline.plan(pipeline.resolve(model, recipe), recipe, matcher or Matcher(measure=measure))
 
 
-def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: CalibrationData | None = None, *,
-             progress: bool = True, measure: bool = True, matcher: Matcher | None = None) -> nn.Module:
+def quantize(model: nn.Module | str | PathLike[str], recipe: RecipeSource,
+             calibration_data: CalibrationData | None = None, *, progress: bool = True, measure: bool = True,
+             matcher: Matcher | None = None) -> nn.Module:
     """Quantize `model` in place per `recipe` and return it.
+
+    `model` may be the path of a local Hugging Face model folder (``config.json``
+    and safetensors), loaded with `qcore.hf.load_folder` first.
 
     `calibration_data` is an iterable of batches (each run as ``model(batch)``,
     or ``model(**batch)`` for a dict; iterated once) or a callable
@@ -59,6 +63,10 @@ def quantize(model: nn.Module, recipe: RecipeSource, calibration_data: Calibrati
     collects statistics. Kernels are planned for the token count each layer
     saw in the first calibration batch, or for one token without data.
     """
+    if not isinstance(model, nn.Module):
+        from qcore.hf import load_folder
+
+        model = load_folder(model)
     recipe = load_recipe(recipe)
     return pipeline.quantize(model, recipe, calibration_data, matcher or Matcher(measure=measure), show=progress)
 

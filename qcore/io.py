@@ -27,6 +27,8 @@ import safetensors.torch
 import torch
 from torch import nn
 
+from qcore import hf
+from qcore.compressed_tensors import reader as compressed_tensors
 from qcore.errors import QcoreError
 from qcore.files import atomic_write
 from qcore.hardware import detect
@@ -80,6 +82,9 @@ def save(model: nn.Module, directory: str | os.PathLike[str]) -> Path:
         "qcore.aliases": json.dumps(aliases),
         "qcore.digest": _digest(tensors),
     }
+    root = hf.root_of(model)
+    if root is not None and root[0] == "":
+        metadata["qcore.model_config"] = json.dumps(hf.config_of(model), default=str)
     atomic_write(path, safetensors.torch.save(tensors, metadata))
     return path
 
@@ -149,19 +154,24 @@ def read_metadata(directory: str | os.PathLike[str]) -> dict[str, Any]:
     return _parse_metadata(path, _open(path)[0])
 
 
-def load(directory: str | os.PathLike[str], model_or_factory: nn.Module | Callable[[], nn.Module], *,
+def load(directory: str | os.PathLike[str], model_or_factory: nn.Module | Callable[[], nn.Module] | None = None, *,
          matcher: Matcher | None = None) -> nn.Module:
     """Rebuild a quantized model from ``directory/model.safetensors`` onto a float skeleton.
 
     `model_or_factory` is the float model (same architecture, any weights) or
-    a zero-argument callable that builds one. The recorded layers become
+    a zero-argument callable that builds one; None for a model whose
+    transformers config the checkpoint recorded. The recorded layers become
     QuantLinear with kernels planned on this machine (no measuring): the
     recorded kernel when it can run here, the matcher's choice otherwise. A
     backend the recipe pinned that is not available here is replaced, with a
     warning naming the layers and their new kernels (an error when the recipe
     is strict); the backends, schemes and algorithms a recipe names need not
-    be installed to load what they made.
+    be installed to load what they made. A compressed-tensors checkpoint
+    (``config.json`` with its ``quantization_config``) is read by
+    `qcore.compressed_tensors.reader`.
     """
+    if compressed_tensors.quantization_config(directory) is not None:
+        return compressed_tensors.load(directory, model_or_factory, matcher=matcher)
     path = Path(directory) / FILENAME
     raw_meta, tensors = _open(path)
     meta = _parse_metadata(path, raw_meta)
@@ -172,7 +182,13 @@ def load(directory: str | os.PathLike[str], model_or_factory: nn.Module | Callab
         recipe = load_recipe(meta["qcore.recipe"], recorded=True)
     except QcoreError as exc:
         raise CheckpointError(f"{path}: recorded recipe does not load: {exc}") from exc
-    model = model_or_factory if isinstance(model_or_factory, nn.Module) else model_or_factory()
+    if model_or_factory is None:
+        if "qcore.model_config" not in meta:
+            raise CheckpointError(f"{path}: the model has no recorded transformers config; pass the float model or a "
+                                  "factory that builds it")
+        model = hf.model_from_config(meta["qcore.model_config"], str(path))
+    else:
+        model = model_or_factory if isinstance(model_or_factory, nn.Module) else model_or_factory()
     if not isinstance(model, nn.Module):
         raise CheckpointError(f"{path}: the factory returned {type(model).__name__}, not a torch.nn.Module")
     matcher = matcher or Matcher(measure=False)

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from qcore import cli, io
+from qcore import QuantLinear, cli, io
 from qcore.card import load_card, validate
-from qcore.demo.models import load_factory
+from qcore.demo.models import load_factory, load_minilm
 from qcore.demo.sentences import SENTENCES
 from qcore.metrics import cosine
 
@@ -168,8 +168,10 @@ def test_static_recipe_without_text_interface_says_calibration_is_needed(tmp_pat
 
 
 @pytest.mark.slow
+@pytest.mark.filterwarnings("ignore:You passed `quantization_config`")
 def test_quantize_packaged_minilm(tmp_path, capsys) -> None:
-    """The real model through the CLI: every Linear quantized, the card's quality measured on the built-in set."""
+    """The real model through the CLI: every Linear quantized, the card's quality measured on the built-in set;
+    then `qcore export` to compressed-tensors, loaded by transformers."""
     recipe = Path(__file__).resolve().parents[1] / "specs" / "recipes" / "minilm-w8a16.yaml"
     out = tmp_path / "minilm"
     assert cli.main(["quantize", str(recipe), "--model", "minilm", "--out", str(out), "--no-measure"]) == 0
@@ -177,3 +179,21 @@ def test_quantize_packaged_minilm(tmp_path, capsys) -> None:
     assert card.model_source == "minilm" and len(card.quantized_layers) == 37 and not card.float_layers
     assert card.size.quantized_linear_reduction >= 0.73
     assert card.quality.outputs == len(SENTENCES) and card.quality.output_cosine_mean > 0.999
+    # `qcore export` of the demo model writes a folder that transformers loads, weights exactly qcore's
+    pytest.importorskip("compressed_tensors", reason="the compressed-tensors extra is not installed")
+    import torch
+    from transformers import AutoModel, AutoTokenizer, CompressedTensorsConfig
+
+    capsys.readouterr()
+    assert cli.main(["export", str(out), "--out", str(tmp_path / "ct")]) == 0
+    assert "37 quantized Linear layers, 37 of them servable" in capsys.readouterr().out
+    hf = AutoModel.from_pretrained(tmp_path / "ct", quantization_config=CompressedTensorsConfig(dequantize=True),
+                                   dtype=torch.float32).eval()
+    loaded = io.load(out, load_minilm().model)[0].auto_model
+    for name, layer in loaded.named_modules():
+        if isinstance(layer, QuantLinear):
+            assert torch.equal(hf.get_submodule(name).weight, layer.dequantized_weight()), name
+    batch = AutoTokenizer.from_pretrained(tmp_path / "ct")(list(SENTENCES[:8]), padding=True, return_tensors="pt")
+    with torch.no_grad():
+        ours, theirs = loaded(**batch).last_hidden_state, hf(**batch).last_hidden_state
+    assert float(cosine(ours.flatten(), theirs.flatten())) > 0.9999

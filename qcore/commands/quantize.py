@@ -7,7 +7,8 @@ recipe has static activations) and measured on the sentences of ``--calib``
 (one per line) or on the built-in set; the card compares their outputs with
 the float model's. The recipe is validated before the model is loaded, so a
 bad recipe fails in a moment with its path and line (exit code 2, as every
-qcore error).
+qcore error). ``--format compressed-tensors`` writes the checkpoint as a
+compressed-tensors folder (see ``qcore export``) instead of qcore's own file.
 """
 
 from __future__ import annotations
@@ -33,6 +34,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--calib", metavar="FILE",
                         help="text file, one sentence per line, for calibration and measurement (text models); "
                              "default: the built-in sentences")
+    parser.add_argument("--format", default="qcore", choices=("qcore", "compressed-tensors"),
+                        help="checkpoint format: qcore's own (default) or a compressed-tensors folder "
+                             "(config.json + model.safetensors) for vLLM and transformers")
     parser.add_argument("--no-measure", dest="measure", action="store_false",
                         help="do not time candidate kernels; rank them by declared priority")
     parser.set_defaults(func=run)
@@ -75,7 +79,14 @@ def run(args: argparse.Namespace) -> int:
     model = api.quantize(loaded.model, recipe, calibration, progress=True, measure=args.measure)
     quant_out = loaded.encode(eval_set) if float_out is not None else None
     out = Path(args.out)
-    checkpoint = io.save(model, out)
+    report = None
+    if args.format == "compressed-tensors":
+        from qcore.compressed_tensors.writer import export
+
+        report = export(model, out)
+        checkpoint = out / "model.safetensors"
+    else:
+        checkpoint = io.save(model, out)
     card = build_card(model, float_outputs=float_out, quant_outputs=quant_out, model_source=loaded.source,
                       eval_description=f"{len(eval_set)} sentences from {eval_from}" if float_out is not None else "")
     card_md, card_json = card.write(out)
@@ -83,5 +94,9 @@ def run(args: argparse.Namespace) -> int:
     console.rule("card")
     for line in card.summary():
         console.print(line, markup=False, highlight=False)
+    if report is not None:
+        from qcore.commands.export import print_report
+
+        print_report(console, report)
     console.print(f"wrote {checkpoint}, {card_md}, {card_json}")
     return 0

@@ -90,7 +90,8 @@ def load_minilm() -> LoadedModel:
 
 @attrs.frozen(eq=False)
 class _TransformersEncoder:
-    """Mean-pooled last hidden state over the attention mask, as sentence-transformers does by default."""
+    """Mean-pooled last hidden state over the attention mask, as sentence-transformers does by default
+    (a causal LM's last hidden state, not its logits)."""
 
     tokenizer: Any
 
@@ -100,20 +101,24 @@ class _TransformersEncoder:
             for start in range(0, len(sentences), ENCODE_BATCH):
                 batch = self.tokenizer(list(sentences[start:start + ENCODE_BATCH]), padding=True, truncation=True,
                                        return_tensors="pt")
-                hidden = model(**batch).last_hidden_state
+                out = model(**batch, output_hidden_states=True)
+                hidden = out.last_hidden_state if getattr(out, "last_hidden_state", None) is not None \
+                    else out.hidden_states[-1]
                 mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
                 rows.append((hidden * mask).sum(1) / mask.sum(1).clamp(min=1))
         return torch.cat(rows)
 
 
 def load_transformers(path: str | os.PathLike[str]) -> LoadedModel:
-    _offline()
-    from transformers import AutoModel, AutoTokenizer
+    """A transformers folder through `qcore.hf` (the class its config names); a text model when it has a tokenizer."""
+    from qcore import hf
 
     with _quiet():
-        model = AutoModel.from_pretrained(str(path))
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
-    return LoadedModel(model.eval(), str(path), _TransformersEncoder(tokenizer))
+        model = hf.load_folder(path)
+        if not any((Path(path) / name).is_file() for name in hf.TOKENIZER_FILES[:5]):
+            return LoadedModel(model, str(path))
+        tokenizer = hf.transformers().AutoTokenizer.from_pretrained(str(path), local_files_only=True)
+    return LoadedModel(model, str(path), _TransformersEncoder(tokenizer))
 
 
 def load_factory(source: str) -> LoadedModel:
@@ -136,20 +141,20 @@ def load_factory(source: str) -> LoadedModel:
 
 
 def tiny_llama(*, hidden: int = 128, layers: int = 2, heads: int = 4, kv_heads: int = 2, intermediate: int = 384,
-               vocab: int = 512, seed: int = 0) -> nn.Module:
+               vocab: int = 512, seed: int = 0, **config: Any) -> nn.Module:
     """A small Llama-architecture causal LM (transformers' LlamaForCausalLM), random weights, built in code.
 
     What tests and the examples use where a decoder is needed and nothing may
     be downloaded; ``--model qcore.demo.models:tiny_llama`` names it on the
     command line. `kv_heads` < `heads` gives grouped-query attention, as in
-    current Llama models.
+    current Llama models; other `config` keys go to LlamaConfig as they are.
     """
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(seed)
     config = LlamaConfig(vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
                          num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
-                         max_position_embeddings=256, tie_word_embeddings=False)
+                         **{"max_position_embeddings": 256, "tie_word_embeddings": False, **config})
     return LlamaForCausalLM(config).eval()
 
 

@@ -7,7 +7,9 @@ plan (backend kernel per layer and why), the card summary, sizes, mean and
 worst embedding cosine, top-1 nearest-neighbour agreement, and the median
 time to encode the set (float and quantized take turns, same batch size,
 torch's default thread count). Every figure is printed next to its target.
-The checkpoint and card go to ``build/demo/<recipe>/``.
+The checkpoint and card go to ``build/demo/<recipe>/``; the same model as a
+compressed-tensors folder to ``build/demo/<recipe>-compressed-tensors/``, read
+back by compressed-tensors' own dequantizer to show every weight agrees.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from qcore import api, io
 from qcore.card import Card, Measurement, build_card, format_bytes, recipe_name, tensor_bytes
 from qcore.commands import make_console
 from qcore.demo import targets
+from qcore.demo.interop import Agreement, agreement_table, export_and_check
 from qcore.demo.evaluate import median_seconds, top1_agreement
 from qcore.demo.models import ENCODE_BATCH, MINILM, LoadedModel, load_minilm
 from qcore.demo.sentences import SENTENCES, TOPICS, sample_sentences
@@ -118,6 +121,15 @@ def run_recipe(loaded: LoadedModel, path: Path, float_emb: torch.Tensor, out_roo
     return Result(name, card, times["float"], times["quant"], quantize_seconds, out)
 
 
+def export_compressed_tensors(loaded: LoadedModel, path: Path, result: Result, console: Console) -> Agreement:
+    """The saved model re-loaded, exported to ``<out>/<recipe>-compressed-tensors`` and read back by the package."""
+    recipe = load_recipe(path)
+    with console.status(f"{result.name}: exporting as compressed-tensors and dequantizing with compressed-tensors"):
+        model = io.load(result.out, copy.deepcopy(loaded.model))
+        return export_and_check(model, recipe, result.out.parent / f"{result.name}-compressed-tensors",
+                                lambda r: quantized_copy(loaded, r, progress=False))
+
+
 def _verdict(m: Measurement) -> str:
     return {None: "", True: "[green]pass[/]", False: "[red]FAIL[/]"}[m.passed]
 
@@ -191,6 +203,7 @@ def _demo(args: argparse.Namespace, console: Console) -> int:
         result = run_recipe(loaded, path, float_emb, args.out, args.repeats, console)
         report(result, console, plan=not args.all)
         results.append(result)
+        console.print(agreement_table(result.name, export_compressed_tensors(loaded, path, result, console)))
     if args.all:
         console.print(comparison_table(results))
     failed = [f"{r.name}: {m.describe()}" for r in results for m in r.failed]
