@@ -300,3 +300,17 @@ def vague_nonfinite(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None
     if not bool(torch.isfinite(x).all()):
         raise qcore.NonFiniteError("input is not finite")
     return make_quantize()(x, spec, scale, zero_point)
+
+
+PRECISION_DEFECTS: dict[str, dict[str, Callable[..., object]]] = {
+    "operands rounded to bf16": {"linear": make_linear(rounded_inputs(8))[1]},
+    "activations rounded to bf16": {"linear": make_linear(lambda a, w: float64_matmul(round_mantissa(a, 8), w))[1]},
+    "dequantized weights cached in bf16": {"prepare": make_linear(weight=weights_rounded(8))[0]},
+    "weight scales rounded to bf16": {"prepare": make_linear(weight=scales_rounded(8))[0]},
+    "each product rounded to bf16": {"linear": make_linear(rounded_products(8))[1]},
+    "partial sums kept in fp16 between K tiles of 128": {"linear": make_linear(fp16_partial_sums)[1]},
+    "operands rounded to tf32": {"linear": make_linear(rounded_inputs(11))[1]},
+    "dequantized weights cached in fp16": {"prepare": make_linear(weight=weights_rounded(11))[0]},
+    "each product rounded to fp16 precision": {"linear": make_linear(rounded_products(11))[1]},
+}
+"""Linear defects of a few bits each, as `backend` replacements: what an SQNR threshold only grazes."""

@@ -25,10 +25,10 @@ import torch
 
 import qcore
 from conformance_backends import (
+    PRECISION_DEFECTS,
     backend,
     flat_output,
     float64_quantize,
-    fp16_partial_sums,
     half_away_from_zero,
     in_input_dtype,
     int16_saturating_pairs,
@@ -38,13 +38,10 @@ from conformance_backends import (
     none_means_compute,
     ragged_dequantize,
     ragged_quantize,
-    rounded_inputs,
-    rounded_products,
     storage_order,
     unchecked_weight_only,
     unfloored_quantize,
     vague_nonfinite,
-    weights_rounded,
 )
 from qcore.commands import conformance as command
 from qcore.kernels import YES, KernelImpl, KernelRequest, Support, no
@@ -62,6 +59,10 @@ def linear_only(prepare: Callable[..., object], linear: Callable[..., object],
     """A plugin with one linear kernel."""
     kernel = KernelImpl("m", "linear", "linear", linear, supports, prepare=prepare)
     return types.SimpleNamespace(qcore_kernels=qcore.hookimpl(lambda: [kernel]))
+
+
+def defect(name: str) -> types.SimpleNamespace:
+    return backend("m", **PRECISION_DEFECTS[name])
 
 
 def quantize_ops(case: Case) -> bool:
@@ -112,7 +113,7 @@ MUTANTS: list[Mutant] = [
     Mutant("unchecked-linear-input", lambda: linear_only(*unchecked_weight_only()), linear_ops, "non-finite",
            "nan in the linear input was not rejected with NonFiniteError", ("w8a16",)),
     # rule 2: accumulation at large K, weight-only included
-    Mutant("fp16-partial-sums", lambda: backend("m", linear=make_linear(fp16_partial_sums)[1]), linear_ops,
+    Mutant("fp16-partial-sums", lambda: defect("partial sums kept in fp16 between K tiles of 128"), linear_ops,
            "accumulation K=", "vs the exact result (float32 accumulation", WEIGHT_ONLY),
     # rule 3: group sizes that do not divide the last axis
     Mutant("ragged-groups-quantize", lambda: backend("m", quantize=ragged_quantize), quantize_ops,
@@ -121,12 +122,12 @@ MUTANTS: list[Mutant] = [
            linear_ops, "group does not divide", "prepare of group_size 128 weights with in_features 192 was not "
            "rejected with ShapeError", ("w4a16", "w4a16-asym")),
     # rule 4: defects an SQNR threshold only grazes (52.7 / 54.3 / 70 dB against the reference's linear)
-    Mutant("bf16-weight-cache", lambda: backend("m", prepare=make_linear(weight=weights_rounded(8))[0]),
-           linear_ops, "precision M=", "full-mantissa operands vs the exact result", WEIGHT_ONLY),
-    Mutant("bf16-products", lambda: backend("m", linear=make_linear(rounded_products(8))[1]), linear_ops,
-           "precision M=", "full-mantissa operands vs the exact result", WEIGHT_ONLY),
-    Mutant("tf32-inputs", lambda: backend("m", linear=make_linear(rounded_inputs(11))[1]), linear_ops,
-           "precision M=", "full-mantissa operands vs the exact result", WEIGHT_ONLY),
+    Mutant("bf16-weight-cache", lambda: defect("dequantized weights cached in bf16"), linear_ops, "precision M=",
+           "full-mantissa operands vs the exact result", WEIGHT_ONLY),
+    Mutant("bf16-products", lambda: defect("each product rounded to bf16"), linear_ops, "precision M=",
+           "full-mantissa operands vs the exact result", WEIGHT_ONLY),
+    Mutant("tf32-operands", lambda: defect("operands rounded to tf32"), linear_ops, "precision M=",
+           "full-mantissa operands vs the exact result", WEIGHT_ONLY),
     # rule 5: the rest of docs/numerics.md and the op signatures
     Mutant("static-qparams-recomputed", lambda: backend("m", linear=make_linear(calibrated=False)[1]), linear_ops,
            "precision M=", "full-mantissa operands vs the exact result", ("w8a8",)),
