@@ -254,3 +254,13 @@ def test_example_plugin_installs_lists_pins_and_passes(tmp_path: Path) -> None:
                             "-p", "no:cacheprovider", "--rootdir", str(run_dir)], env=env, cwd=run_dir,
                            capture_output=True, text=True)
     assert items.returncode == 0 and " passed" in items.stdout, items.stdout[-3000:]
+
+
+def test_a_backend_that_did_not_load_is_explained(tmp_path: Path) -> None:
+    broken = types.ModuleType("broken_plugin")  # implements no hook: a problem at load
+    manager = PluginManager({"broken": broken, "good": backend("good")}, entry_points=False)
+    with pytest.raises(qcore.UnknownNameError, match=r"'broken' registers no kernels: plugin broken failed at load: "
+                                                      r"PluginError: broken_plugin implements none of qcore's hooks"):
+        Conformance("broken", manager)
+    with pytest.raises(qcore.UnknownNameError, match=r"known: good\. .*pip install --target DIR.* on PYTHONPATH"):
+        Conformance("missing", manager)
