@@ -264,3 +264,16 @@ def test_a_backend_that_did_not_load_is_explained(tmp_path: Path) -> None:
         Conformance("broken", manager)
     with pytest.raises(qcore.UnknownNameError, match=r"known: good\. .*pip install --target DIR.* on PYTHONPATH"):
         Conformance("missing", manager)
+
+
+def test_the_guides_example_kernel_passes_the_kit() -> None:
+    """docs/plugins.md section 3, run as written: it must obey the contract it teaches (NaN/Inf included)."""
+    guide = (ROOT / "docs" / "plugins.md").read_text(encoding="utf-8")
+    section = guide.split("## 3. A kernel", 1)[1].split("\n## ", 1)[0]
+    source = section.split("```python\n", 1)[1].split("```", 1)[0]
+    plugin = types.ModuleType("guide_example")
+    exec(compile(source, "docs/plugins.md#3", "exec"), plugin.__dict__)
+    results = run_suite("example", plugin, linear_ops)
+    failures = [f"{r.case.id}: {r.message}" for r in results if r.status == "fail"]
+    assert not failures, "\n".join(failures[:5])
+    assert {r.case.rule for r in results if r.status == "pass"} >= {"non-finite", "precision M=1", "accumulation K=65536"}

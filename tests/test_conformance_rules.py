@@ -63,3 +63,12 @@ def test_a_rule_is_checked_by_the_kit_or_names_its_other_test() -> None:
 
 def test_every_accumulation_has_a_tolerance() -> None:
     assert set(data.tolerances().accumulation_rel) == set(ACCUMULATIONS)
+
+
+def test_the_guide_lists_every_accumulation_with_its_bound() -> None:
+    guide = (PAGE.parent / "plugins.md").read_text(encoding="utf-8")
+    rel = data.tolerances().accumulation_rel
+    for name in ACCUMULATIONS:
+        row = next((line.strip() for line in guide.splitlines() if line.strip().startswith(f"| `{name}`")), None)
+        assert row is not None, f"docs/plugins.md has no row for accumulation {name!r}"
+        assert row.rstrip(" |").endswith(rules.power_of_two(rel[name])), row

@@ -164,7 +164,8 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def _power_of_two(value: float) -> str:
+def power_of_two(value: float) -> str:
+    """2^-n for a power of two (how the docs print tolerances), else 3 significant digits."""
     mantissa, exponent = math.frexp(value)
     return f"2^{exponent - 1}" if mantissa == 0.5 else f"{value:.3g}"
 
@@ -178,7 +179,7 @@ def markdown_table() -> str:
     lines += ["", f"The kit runs {len(cases)} cases per device. Accumulations a linear kernel may declare "
               "(`KernelImpl.accumulation`) and the bound each selects:", "",
               "| accumulation | what the kernel promises | rel (of sum \\|products\\|) |", "| --- | --- | --- |"]
-    lines += [f"| `{name}` | {_cell(promise)} | {_power_of_two(rel[name])} |"
+    lines += [f"| `{name}` | {_cell(promise)} | {power_of_two(rel[name])} |"
               for name, promise in ACCUMULATION_PROMISES.items()]
     return "\n".join(lines) + "\n"
 
