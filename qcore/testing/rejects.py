@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import attrs
 import torch
 
 from qcore.errors import NonFiniteError, ShapeError
-from qcore.kernels import LinearWeights, QTensor
-from qcore.layout import qparam_shape
+from qcore.kernels import QTensor
 from qcore.spec import QuantScheme, QuantSpec
 from qcore.testing import data
 from qcore.testing.case import Body, Env
@@ -112,16 +112,12 @@ def ragged_prepare(scheme: QuantScheme, shape: tuple[int, int, int]) -> Body:
         spec = scheme.weights
         assert spec is not None and spec.group_size is not None
         g = spec.group_size
-        whole = -(-k // g) * g
         gen = env.generator()
-        padded = env.oracle.quantize(torch.randn(n, whole, generator=gen), spec)
-        assert qparam_shape(spec, (n, whole)) == tuple(padded.scale.shape)
-        weight = QTensor(padded.codes[:, :k].contiguous(), padded.scale, padded.zero_point, spec)
-        x = torch.randn(shape[0], k, generator=gen)
-        act = scheme.input_activations
-        act_q = env.oracle.quantize(x, act) if act is not None and act.info.scaled and not act.dynamic else None
-        weights = LinearWeights(scheme, weight, None, None if act_q is None else act_q.scale,
-                                None if act_q is None else act_q.zero_point)
+        x, w = torch.randn(shape[0], k, generator=gen), torch.randn(n, -(-k // g) * g, generator=gen)
+        padded = env.oracle.linear_weights(scheme, w, None, x)
+        assert padded.weight is not None
+        q = padded.weight
+        weights = attrs.evolve(padded, weight=QTensor(q.codes[:, :k].contiguous(), q.scale, q.zero_point, spec))
         rejected(f"prepare of group_size {g} weights with in_features {k}", ShapeError,
                  lambda: env.prepare(weights), (n - 1, k - 1), lambda p: f"prepared {type(p).__name__}")
     return body
