@@ -8,18 +8,32 @@ op             callable signature
 =============  ===============================================================
 quantize       ``fn(x, spec, scale=None, zero_point=None) -> QTensor``
                qparams computed from ``x`` (min-max over the granularity) when
-               ``scale`` is None. Raises NonFiniteError on NaN/Inf in ``x``.
-dequantize     ``fn(q: QTensor) -> Tensor`` (float32)
+               ``scale`` is None. A given ``scale`` (float32) and
+               ``zero_point`` (int32) have the canonical qparam shape below;
+               ``zero_point=None`` means zeros (symmetric specs pass None).
+               The result holds the given qparams. ``x`` may be any float
+               dtype and layout; it is read as float32.
+dequantize     ``fn(q: QTensor) -> Tensor`` (float32, the shape of the codes)
 pack_weight    ``fn(q: QTensor) -> PackedTensor`` (canonical storage, see below)
 unpack_weight  ``fn(p: PackedTensor) -> QTensor``
 linear         ``prepare(w: LinearWeights) -> Any`` once per layer, then
                ``fn(prepared, x) -> Tensor`` per call: ``x`` float (..., K),
-               result float32 (..., N); the activation spec is applied inside.
+               any float dtype and strides, result float32 (..., N); the
+               activation spec is applied inside.
 =============  ===============================================================
 
 Canonical qparam shapes (what ``QTensor.scale``/``zero_point`` hold) for ``x``
 of shape S: tensor ``()``; channel ``(S[axis],)``; token ``S[:-1]``; group
 ``(*S[:-1], S[-1] // group_size)``. Scales are float32, zero-points int32.
+`qcore.layout` computes them (`qparam_shape`) and checks given ones
+(`given_qparams`).
+
+The contract's input checks are public, so every kernel words its errors the
+same way: `linear_rows` (below) for a linear kernel's input, and for tensor ops
+`qcore.qparams.check_finite` (NaN/±Inf: `NonFiniteError` with the count and the
+first index) and `qcore.layout.check_groups` (a group size that does not
+divide the last axis: `ShapeError`). `qcore conformance` holds every kernel to
+them (docs/numerics.md lists its rules).
 
 Canonical packing: codes narrower than a byte are packed along the last axis,
 ``8 // bits`` codes a byte, the first code in the lowest bits (int4: low nibble
@@ -43,7 +57,18 @@ from qcore.qparams import check_finite
 from qcore.spec import QuantScheme, QuantSpec
 
 OPS: tuple[str, ...] = ("quantize", "dequantize", "pack_weight", "unpack_weight", "linear")
-ACCUMULATIONS: tuple[str, ...] = ("int32", "float32", "bfloat16")
+ACCUMULATION_PROMISES: dict[str, str] = {
+    "int32": "integer codes multiplied and summed exactly in int32 (no int16 step may saturate, K up to 65536); "
+             "only the float32 rescale by the scales rounds",
+    "float32": "float32 operands (activations, dequantized weights, scales at full precision), products and sums "
+               "in float32 or wider, in any order",
+    "tfloat32": "operands rounded to 11 significant bits (TF32 tensor cores), products and sums in float32",
+    "bfloat16": "operands or the output rounded to bfloat16 (8 significant bits), sums in float32",
+}
+"""What a linear kernel's `KernelImpl.accumulation` promises: how it multiplies and sums. The conformance
+kit holds each output element to ``rel * sum |products|`` of the exact result, `rel` per value in
+specs/conformance/tolerances.yaml (docs/numerics.md, "Accumulation")."""
+ACCUMULATIONS: tuple[str, ...] = tuple(ACCUMULATION_PROMISES)
 
 
 @attrs.frozen(eq=False)
@@ -78,11 +103,13 @@ class PackedTensor:
 def linear_rows(x: torch.Tensor, k: int, keep: tuple[torch.dtype, ...] = (torch.float32,)) -> torch.Tensor:
     """`x` (..., K) as the contiguous (M, K) matrix a linear kernel computes on, checked as the contract says.
 
+    The public input check of linear kernels: call it first in ``fn`` and give
+    the result the leading dimensions back (``out.reshape(*x.shape[:-1], N)``).
     Float dtypes in `keep` stay as they are (a kernel that widens half inputs
     itself reads them exactly); anything else becomes float32. ShapeError when
-    the last axis is not K, NonFiniteError on NaN/Inf (not during CUDA graph
-    capture, see `check_finite`). Autograd history is kept: detach first where
-    a kernel cannot take it.
+    the last axis is not K, NonFiniteError on NaN/Inf naming how many and the
+    first index (not during CUDA graph capture, see `check_finite`). Autograd
+    history is kept: detach first where a kernel cannot take it.
     """
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
@@ -97,8 +124,13 @@ class LinearWeights:
     """Everything a linear kernel's `prepare` needs for one layer.
 
     `weight` is the (N, K) weight quantized with `scheme.weights` (None when
-    the scheme leaves weights float: then `float_weight` is set). `act_scale` and
-    `act_zero_point` are the calibrated qparams of static activation specs.
+    the scheme leaves weights float: then `float_weight` is set), its qparams
+    in the canonical shapes (per-channel ``(N,)``, group ``(N, K // g)``).
+    `act_scale` (float32) and `act_zero_point` (int32, or None for zeros) are
+    the calibrated qparams of a static activation spec, in its canonical shape
+    for an input of shape (M, K): ``()`` per tensor, ``(K,)`` per channel along
+    the last axis; None for dynamic and weight-only schemes. They must be used
+    as given, never recomputed from the input. `bias` is float (N,) or None.
     """
 
     scheme: QuantScheme
@@ -200,12 +232,21 @@ class KernelImpl:
 
     `supports(request, hardware)` answers whether this kernel can run a request
     on this machine and, if not, why; it must be cheap and never raise.
+    `hardware` is the `qcore.hardware.HardwareProfile` the matcher detected:
+    ``arch``, ``cpu_model``, ``isa`` (a frozenset of CPU features such as
+    ``"avx2"``, ``"vnni"``, ``"amx"``; test with ``hardware.has("vnni")``),
+    ``cores``, ``torch_version``, ``os`` and ``cuda``, a tuple of
+    `CudaDevice` (``index``, ``name``, ``capability`` as (major, minor),
+    ``sm`` such as 90, ``memory_bytes``), empty without a GPU.
     `priority` ranks candidates when nothing may be measured (higher first).
     `prepare` is required for `linear` kernels and absent otherwise.
-    `accumulation` says how a linear kernel sums products, which sets how close
-    the conformance kit holds it to the exact int64 result: "int32" (integer
-    accumulation, exact up to the float32 rescale), "float32", or "bfloat16"
-    (an op whose output is rounded to bfloat16).
+    `accumulation` declares how a linear kernel multiplies and sums, one of
+    `ACCUMULATION_PROMISES`: "int32" (integer sums, exact), "float32" (the
+    default), "tfloat32" (operands rounded to TF32), "bfloat16" (operands or
+    output rounded to bfloat16). It selects the tolerance the conformance kit
+    holds the kernel to against the exact result, element by element
+    (``accumulation.rel`` in specs/conformance/tolerances.yaml): declare what
+    the kernel really does, not what it would like to be judged by.
     """
 
     backend: str = attrs.field(validator=_check_nonempty)

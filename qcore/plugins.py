@@ -2,9 +2,10 @@
 
 Nothing is scanned at ``import qcore``: the first call that needs a plugin's
 answer loads them all, once. A plugin that fails to import, implements a hook
-that does not exist (a misspelling), or raises inside a hook is recorded as a
-`PluginProblem` and left out; the others keep working. ``qcore backends``
-shows the problems.
+that does not exist (a misspelling) or none at all (an entry point naming the
+wrong module), or raises inside a hook is recorded as a `PluginProblem` and
+left out; the others keep working. ``qcore backends`` shows the problems, a
+plugin that failed to load as a row of its own.
 
 Environment:
 - ``QCORE_DISABLE_PLUGINS=a,b`` skips the entry points named ``a`` and ``b``;
@@ -26,7 +27,7 @@ import pluggy
 from qcore import hookspecs
 from qcore.algorithm import AlgorithmImpl
 from qcore.descriptors import BackendInfo, ObserverImpl
-from qcore.errors import PluginConflictError, UnknownNameError
+from qcore.errors import PluginConflictError, PluginError, UnknownNameError
 from qcore.kernels import KernelImpl, Provider
 from qcore.spec import QuantScheme
 
@@ -49,6 +50,10 @@ class PluginProblem:
     def describe(self) -> str:
         where = f"in hook {self.hook}" if self.hook else "at load"
         return f"plugin {self.provider.describe()} failed {where}: {self.error}"
+
+
+def _hook_names() -> set[str]:
+    return {n for n in dir(hookspecs.QcoreSpecs) if n.startswith("qcore_")}
 
 
 def _disabled_names() -> set[str]:
@@ -118,6 +123,10 @@ class PluginManager:
         try:
             pm.register(plugin, name=name)
             pm.check_pending()
+            if not pm.get_hookcallers(plugin):
+                raise PluginError(f"{getattr(plugin, '__name__', type(plugin).__name__)} implements none of "
+                                  f"qcore's hooks ({', '.join(sorted(_hook_names()))}); the entry point must name "
+                                  "the module that defines them")
         except Exception as exc:
             if pm.is_registered(plugin):
                 pm.unregister(plugin)

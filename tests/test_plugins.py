@@ -137,3 +137,28 @@ def test_every_hookspec_is_documented_with_an_example() -> None:
         doc = inspect.getdoc(fn) or ""
         assert len(doc.splitlines()) >= 3, f"{name} has no real docstring"
         assert "Example::" in doc and "@qcore.hookimpl" in doc, f"{name}'s docstring has no copyable example"
+
+
+def test_entry_point_naming_a_module_without_hooks_is_a_problem(site: Site) -> None:
+    """The entry point names the package, not the module with the hooks: reported, not silently empty."""
+    site.add("wrong-module", "0.3", "wrong-module", "HELLO = 1\n")
+    manager = site.manager()
+    (problem,) = manager.problems
+    assert problem.plugin == "wrong-module" and problem.hook is None
+    assert "implements none of qcore's hooks" in problem.error and "qcore_kernels" in problem.error
+    assert "wrong-module" not in manager.plugins
+
+
+def test_qcore_backends_shows_a_plugin_that_failed_to_load_as_a_row(site: Site) -> None:
+    from rich.console import Console
+
+    from qcore.commands.backends import print_backends
+
+    site.add("unimportable", "0.1", "unimportable", "import module_that_is_not_installed\n")
+    site.add("fine", "1.0", "fine", KERNEL.format(backend="fine"))
+    console = Console(record=True, width=400)
+    print_backends(console, site.manager())
+    rows = [line for line in console.export_text().splitlines() if "unimportable" in line]
+    assert len(rows) == 1, rows
+    assert "unimportable (unimportable 0.1)" in rows[0] and "failed to load" in rows[0]
+    assert "ModuleNotFoundError: No module named 'module_that_is_not_installed'" in rows[0]

@@ -82,9 +82,14 @@ def print_backends(console: Console, manager: PluginManager) -> None:
         schemes = supported_schemes(manager, name, info.devices) if info.available else []
         table.add_row(name, provider, status, ", ".join(info.devices) or "-", ", ".join(ops),
                       ", ".join(schemes) or "-")
+    for problem in manager.problems:
+        if problem.hook is None:  # an entry point that could not be imported or registered: its own row
+            table.add_row(problem.plugin, problem.provider.describe(), f"[red]failed to load[/]: {problem.error}",
+                          "-", "-", "-")
     console.print(table)
     for problem in manager.problems:
-        console.print(f"[red]problem[/]: {problem.describe()}")
+        if problem.hook is not None:
+            console.print(f"[red]problem[/]: {problem.describe()}")
     if manager.disabled:
         console.print(f"disabled by QCORE_DISABLE_PLUGINS: {', '.join(manager.disabled)}")
 

@@ -6,7 +6,12 @@
   pytest items, and gives plugin authors the `qcore_manager` fixture.
 
 The oracle is the ``cpu-reference`` backend; the thresholds and fixed vectors
-are in ``specs/conformance/``. The pytest part needs pytest; the runner does not.
+are in ``specs/conformance/``. The cases live by op (`quantize_cases`,
+`pack_cases`, `linear_cases`) and by kind of check (`exact_cases`: exact
+expected values held to a kernel's declared accumulation; `rejects`: inputs a
+kernel must refuse); `rules` maps every rule of docs/numerics.md to the cases
+that check it and generates the page's table. The pytest part needs pytest;
+the runner does not.
 """
 
 try:

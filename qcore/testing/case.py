@@ -61,10 +61,17 @@ class Env:
         q = self.kernel.fn(x.to(self.device), spec, move(scale), move(zero_point))
         return _expect(q, QTensor)
 
-    def linear(self, weights: LinearWeights, x: torch.Tensor) -> torch.Tensor:
+    def prepare(self, weights: LinearWeights) -> object:
+        """The linear kernel's `prepare`, the weights moved to `self.device` first."""
         assert self.kernel.prepare is not None
-        prepared = self.kernel.prepare(weights_to(weights, self.device))
+        return self.kernel.prepare(weights_to(weights, self.device))
+
+    def run(self, prepared: object, x: torch.Tensor) -> torch.Tensor:
+        """The linear kernel's `fn` on `x` moved to `self.device`; the result is checked to be a tensor."""
         return _expect(self.kernel.fn(prepared, x.to(self.device)), torch.Tensor)
+
+    def linear(self, weights: LinearWeights, x: torch.Tensor) -> torch.Tensor:
+        return self.run(self.prepare(weights), x)
 
 
 def _expect(value: object, kind: type) -> object:

@@ -57,8 +57,8 @@ def equal(what: str, expected: torch.Tensor, got: object) -> None:
 
 
 def _int_of(dtype: torch.dtype) -> torch.dtype:
-    return {torch.float32: torch.int32, torch.float64: torch.int64, torch.float16: torch.int16,
-            torch.bfloat16: torch.int16}[dtype]
+    """The integer dtype of the same width, to compare float bit patterns (fp8 included)."""
+    return {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}[dtype.itemsize]
 
 
 def codes_equal(what: str, expected: torch.Tensor, got: object, ties: torch.Tensor) -> int:

@@ -1,5 +1,6 @@
-"""Cases for `linear`: quality (SQNR) against the float layer and against the oracle, exact integer
-accumulation at extreme codes, unaligned sizes, strides, determinism."""
+"""Cases for `linear`: quality (SQNR) against the float layer and against the oracle, exact expected values
+(`exact_cases`: accumulation at extreme codes, full-mantissa precision), rejected inputs (`rejects`: NaN/Inf,
+group sizes that do not divide), unaligned sizes, strides, determinism."""
 
 from __future__ import annotations
 
@@ -9,10 +10,10 @@ import torch
 
 from qcore.kernels import LinearWeights, QTensor
 from qcore.spec import PRESETS, QuantScheme, QuantSpec
-from qcore.testing import data
+from qcore.testing import data, exact_cases, rejects
 from qcore.testing.case import Body, Case, Env
-from qcore.testing.checks import at_least_db, equal, within
-from qcore.testing.tensors import layouts, per_element
+from qcore.testing.checks import at_least_db, equal
+from qcore.testing.tensors import layouts
 
 ASYM_ACT = QuantScheme(
     "w8a8-asym-dynamic",
@@ -22,7 +23,14 @@ ASYM_ACT = QuantScheme(
 )
 SCHEMES: tuple[QuantScheme, ...] = (*(PRESETS[n] for n in ("w8a8", "w8a8-dynamic", "w8a16", "w4a16", "w4a16-asym")),
                                     ASYM_ACT)
+OTHER_SCHEMES: tuple[QuantScheme, ...] = tuple(s for s in PRESETS.values() if s not in SCHEMES)
+"""The other presets (fp8, fp16, ternary, binary) run the rules that hold for every scheme: output vs the
+reference, exact values (precision, input dtypes) and non-finite input."""
 SHAPE = (16, 512, 64)
+REJECT_SHAPE = (4, 128, 16)
+LEADING_SHAPE = (6, 128, 16)
+PRECISION_M = (1, 80)
+"""A single row (GEMV paths) and more rows than split-K and small-M paths take."""
 FLOAT_SHAPE = (16, 128, 64)
 """The float-quality thresholds of docs/numerics.md hold for the reference itself at this K (one int4
 group of 128); at larger K the weight range grows and int8 weight-only falls below 43 dB even there."""
@@ -59,40 +67,6 @@ def _sqnr_reference(scheme: QuantScheme, shape: tuple[int, int, int]) -> Body:
     return body
 
 
-def _edge_inputs(scheme: QuantScheme, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Inputs whose codes sit on the range edges: +-127 (sym), -128 and 127 (asym activations)."""
-    act = scheme.input_activations
-    assert act is not None
-    alternating = 1.0 - 2.0 * (torch.arange(k) % 2).float()
-    ones = torch.ones(k)
-    x = torch.stack([-ones, ones]) if not act.symmetric else torch.stack([ones, alternating])
-    return x, torch.stack([ones, alternating, -ones])
-
-
-def _codes_minus_zero(q: QTensor) -> torch.Tensor:
-    return q.codes.to(torch.int64) - per_element(q.zero_point.to(torch.int64), q.spec, tuple(q.shape))
-
-
-def _accumulation(scheme: QuantScheme, k: int) -> Body:
-    def body(env: Env) -> None:
-        x, w = _edge_inputs(scheme, k)
-        weights = env.oracle.linear_weights(scheme, w, None, x)
-        act = scheme.input_activations
-        assert act is not None and weights.weight is not None
-        qa = env.oracle.quantize(x, act, weights.act_scale, weights.act_zero_point)
-        a_int, w_int = _codes_minus_zero(qa), _codes_minus_zero(weights.weight)
-        a_scale = qa.scale.double().reshape(-1, 1) if act.granularity == "token" else qa.scale.double()
-        scales = a_scale * weights.weight.scale.double().reshape(1, -1)
-        exact = (a_int @ w_int.T).double() * scales
-        bound = (a_int.abs() @ w_int.abs().T).double() * scales
-        got = env.linear(weights, x)
-        kind = env.kernel.accumulation
-        rel = data.tolerances().accumulation_rel[kind]
-        within(f"K={k} extreme codes vs exact int64 accumulation ({kind} accumulation: bound {rel:.3g} x "
-               "sum |products|)", exact, got, rel * bound)
-    return body
-
-
 def _strides(scheme: QuantScheme) -> Body:
     def body(env: Env) -> None:
         weights, x, _ = _setup(env, scheme, SHAPE)
@@ -124,23 +98,53 @@ def _unaligned(scheme: QuantScheme) -> tuple[tuple[int, int, int], ...]:
     return (17, 17, 17), (3, 1025, 17), (2, 5137, 5)
 
 
+def _leading_dims(scheme: QuantScheme) -> Body:
+    def body(env: Env) -> None:
+        weights, x, _ = _setup(env, scheme, LEADING_SHAPE)
+        m, k, n = LEADING_SHAPE
+        want = env.linear(weights, x).cpu().reshape(2, m // 2, n)
+        equal(f"(2, {m // 2}, {k}) input vs the ({m}, {k}) rows", want, env.linear(weights, x.reshape(2, m // 2, k)))
+    return body
+
+
+def _one_tile_k(scheme: QuantScheme) -> int:
+    """One weight group, or 64 for per-channel weights: within a single K tile of any kernel (partial sums
+    across tiles are the accumulation rule's business)."""
+    w = scheme.weights
+    assert w is not None
+    return w.group_size if w.granularity == "group" and w.group_size else 64
+
+
 def cases() -> Iterator[Case]:
     tol = data.tolerances()
-    for scheme in SCHEMES:
+    for scheme in (*SCHEMES, *OTHER_SCHEMES):
         g = _granularity(scheme)
 
         def case(rule: str, body: Body, shape: tuple[int, int, int] = SHAPE) -> Case:
             return Case("linear", scheme.name, g, rule, body, shape, scheme=scheme)
 
+        yield case(f"sqnr vs reference >= {tol.linear_reference_sqnr_db:g} dB", _sqnr_reference(scheme, SHAPE))
+        k = _one_tile_k(scheme)
+        for m in PRECISION_M:
+            yield case(f"precision M={m}", exact_cases.precision(scheme, (m, k, 16)), (m, k, 16))
+        yield case("input dtypes", exact_cases.input_dtypes(scheme, (4, k, 16)), (4, k, 16))
+        yield case("non-finite", rejects.nonfinite_linear(scheme, REJECT_SHAPE), REJECT_SHAPE)
+        if scheme in OTHER_SCHEMES:
+            continue
+
         threshold = tol.linear_float_sqnr_db.get(scheme.name)
         if threshold is not None:
             yield case(f"sqnr vs float >= {threshold:g} dB", _sqnr_float(scheme, threshold))
-        yield case(f"sqnr vs reference >= {tol.linear_reference_sqnr_db:g} dB", _sqnr_reference(scheme, SHAPE))
         for shape in _unaligned(scheme):
             yield case("unaligned " + "x".join(map(str, shape)), _sqnr_reference(scheme, shape), shape)
-        act, w = scheme.input_activations, scheme.weights
-        if act is not None and w is not None and w.granularity != "group":
-            for k in tol.accumulation_k:
-                yield case(f"accumulation K={k}", _accumulation(scheme, k), (2, k, 3))
+        w = scheme.weights
+        assert w is not None
+        for k in tol.accumulation_k:
+            if w.granularity != "group" or k % (w.group_size or 1) == 0:
+                yield case(f"accumulation K={k}", exact_cases.accumulation(scheme, k), (2, k, 3))
+        if w.granularity == "group":
+            ragged = (REJECT_SHAPE[0], rejects.ragged_last_axis(w), REJECT_SHAPE[2])
+            yield case("group does not divide", rejects.ragged_prepare(scheme, ragged), ragged)
         yield case("strides", _strides(scheme))
+        yield case("leading dims", _leading_dims(scheme), LEADING_SHAPE)
         yield case("determinism", _determinism(scheme))

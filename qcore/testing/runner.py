@@ -46,6 +46,18 @@ class Result:
     seconds: float = 0.0
 
 
+def _why_missing(manager: PluginManager, backend: str) -> str:
+    """Why `backend` has no kernels: its plugin failed to load (the error), or no plugin of that name is
+    installed where this Python looks."""
+    known = ", ".join(sorted({k.backend for k in manager.kernels().values()})) or "none"
+    failed = [p.describe() for p in manager.problems if p.plugin == backend]
+    if failed:
+        return f"backend {backend!r} registers no kernels: {'; '.join(failed)} (known: {known})"
+    return (f"backend {backend!r} registers no kernels; known: {known}. No qcore plugin of that name loaded: "
+            "is its distribution installed for this Python (a `pip install --target DIR` is found only with DIR "
+            "on PYTHONPATH)? `qcore backends` lists what loaded and what failed to")
+
+
 def present_devices(requested: Sequence[str] | None = None) -> tuple[str, ...]:
     devices = ("cpu", "cuda") if torch.cuda.is_available() else ("cpu",)
     return tuple(d for d in devices if requested is None or d in requested)
@@ -87,8 +99,7 @@ class Conformance:
         self.manager = manager or get_manager()
         self.kernels = [k for k in self.manager.kernels().values() if k.backend == backend]
         if not self.kernels:
-            known = sorted({k.backend for k in self.manager.kernels().values()})
-            raise UnknownNameError(f"backend {backend!r} registers no kernels; known: {', '.join(known) or 'none'}")
+            raise UnknownNameError(_why_missing(self.manager, backend))
         self.info = self.manager.backends().get(backend)
         self.devices = present_devices(devices)
         self.hardware = hardware or detect()

@@ -43,11 +43,34 @@ def exact_ties(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor) -> torch.T
 
 
 def contract_codes(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
-    """clamp(rne(float64(x) / float64(scale)) + zero_point, qmin, qmax) as int64 (the contract, restated)."""
-    shape = tuple(x.shape)
+    """The contract's codes of float32 `x` for given qparams, restated (docs/numerics.md "Codes"), in the
+    QTensor code dtype: integer clamp(rne(float64(x) / float64(scale)) + zero_point, qmin, qmax); binary the
+    sign (+1 at 0); fp8 float32(x / scale) clamped to ±fmax, rounded to the format half to even; fp16/bf16
+    x clamped to ±fmax, rounded to the format."""
+    shape, info = tuple(x.shape), spec.info
+    dtype = getattr(torch, info.torch_dtype)
+    if spec.dtype == "binary":
+        return torch.where(x >= 0, 1, -1).to(dtype)
+    if not info.scaled:
+        return x.clamp(-info.fmax, info.fmax).to(dtype)
+    v = x.double() / per_element(scale.double(), spec, shape)
+    if info.is_float:
+        return v.float().clamp(-info.fmax, info.fmax).to(dtype)
     qmin, qmax = spec.qrange
-    v = torch.round(x.double() / per_element(scale.double(), spec, shape))
-    return torch.clamp(v + per_element(zero_point.double(), spec, shape), qmin, qmax).to(torch.int64)
+    return torch.clamp(torch.round(v) + per_element(zero_point.double(), spec, shape), qmin, qmax).to(dtype)
+
+
+def format_midpoints(spec: QuantSpec) -> torch.Tensor:
+    """Values halfway between neighbouring finite values of a float format, both signs (float64, exact):
+    where rounding to the format is a tie. At most 4096 of them, evenly spread over the range."""
+    dtype = getattr(torch, spec.info.torch_dtype)
+    patterns = torch.arange(256, dtype=torch.uint8) if dtype.itemsize == 1 else \
+        torch.arange(-(2**15), 2**15, dtype=torch.int16)
+    grid = patterns.view(dtype).double()
+    grid = grid[torch.isfinite(grid) & (grid >= 0)].unique()
+    mid = (grid[:-1] + grid[1:]) / 2
+    mid = mid[:: max(1, len(mid) // 2048)]
+    return torch.cat([mid, -mid])
 
 
 def layouts(t: torch.Tensor) -> dict[str, torch.Tensor]:

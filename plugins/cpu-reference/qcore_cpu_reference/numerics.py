@@ -147,6 +147,7 @@ def quantize(
 def dequantize(codes: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, spec: QuantSpec) -> np.ndarray:
     """float32((q - zero_point) * scale), computed exactly in float64 and rounded once."""
     shape = codes.shape
+    qparam_shape(spec, shape)  # the shape errors of quantize (a group size that does not divide, say)
     centred = codes.astype(np.float64) - expand(np.asarray(zero_point), spec, shape)
     return (centred * expand(np.asarray(scale, dtype=np.float32), spec, shape).astype(np.float64)).astype(np.float32)
 

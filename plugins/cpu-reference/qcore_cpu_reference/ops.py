@@ -115,6 +115,7 @@ def linear(prepared: PreparedLinear, x: torch.Tensor) -> torch.Tensor:
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
     rows = to_numpy(x).astype(np.float32).reshape(-1, k)
+    numerics.check_finite(rows)
     if prepared.act_spec is not None:
         rows = numerics.fake_quantize(rows, prepared.act_spec, prepared.act_scale, prepared.act_zero_point)
     out = rows.astype(np.float64) @ prepared.weight.T

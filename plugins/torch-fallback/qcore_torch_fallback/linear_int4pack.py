@@ -18,6 +18,7 @@ import torch
 
 from qcore.errors import ShapeError
 from qcore.kernels import YES, KernelRequest, LinearWeights, QTensor, Support, no
+from qcore.layout import check_groups
 from qcore.spec import QuantSpec
 from qcore_torch_fallback.activations import as_rows, bf16_pair, finish, fold_pair
 from qcore_torch_fallback.claims import divisible, first, min_capability
@@ -74,6 +75,7 @@ def split_scale_zeros(sz: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
 def _checked(w: LinearWeights, n_multiple: int, k_multiple: int, op: str) -> QTensor:
     q = w.weight
     assert q is not None and q.spec.group_size is not None
+    check_groups(q.spec, tuple(q.codes.shape))
     n, k = q.codes.shape
     if n % n_multiple or k % k_multiple:
         raise ShapeError(f"{op} needs N % {n_multiple} == 0 and K % {k_multiple} == 0, got N={n}, K={k}")

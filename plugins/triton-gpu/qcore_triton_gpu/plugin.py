@@ -52,7 +52,8 @@ def qcore_kernels() -> Iterator[KernelImpl]:
                  prepare=_lazy("linear", "prepare_w8a8"), accumulation="int32")
     yield kernel("linear-weight-only", "linear", _lazy("linear", "weight_only_linear"), support.supports_weight_only,
                  "int8/int4 weights (4-bit packed) dequantized per group/channel inside the GEMM: a split-K GEMV "
-                 "up to 4 rows (decoding), a tf32 tl.dot GEMM above", prepare=_lazy("linear", "prepare_weight_only"))
+                 "up to 4 rows (decoding), a tf32 tl.dot GEMM above", prepare=_lazy("linear", "prepare_weight_only"),
+                 accumulation="tfloat32")
 
 
 @hookimpl

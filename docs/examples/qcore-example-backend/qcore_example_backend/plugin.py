@@ -1,7 +1,8 @@
 """One kernel: int8 weight-only linear (per-output-channel symmetric weights, float activations).
 
 `prepare` dequantizes the weight once per layer exactly as the contract says,
-``float32((q - zero_point) * scale)``; the forward pass is one float32 matmul.
+``float32((q - zero_point) * scale)``; the forward pass checks its input with
+qcore's public check and is one float32 matmul.
 Importing this module is cheap and touches no device: qcore may import it
 just to list backends.
 """
@@ -14,6 +15,7 @@ import torch
 
 import qcore
 from qcore import KernelImpl, KernelRequest, LinearWeights, Support
+from qcore.kernels import linear_rows
 
 BACKEND = "example"
 
@@ -42,8 +44,11 @@ def prepare(weights: LinearWeights) -> tuple[torch.Tensor, torch.Tensor | None]:
 
 
 def linear(prepared: tuple[torch.Tensor, torch.Tensor | None], x: torch.Tensor) -> torch.Tensor:
+    """x (..., K) -> float32 (..., N). `linear_rows` is the contract's input check: (M, K) float32 rows, or
+    ShapeError for another K and NonFiniteError (naming the first bad index) for NaN/Inf."""
     weight, bias = prepared
-    return torch.nn.functional.linear(x.to(torch.float32), weight, bias)
+    rows = linear_rows(x, weight.shape[1])
+    return torch.nn.functional.linear(rows, weight, bias).reshape(*x.shape[:-1], weight.shape[0])
 
 
 @qcore.hookimpl
