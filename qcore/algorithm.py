@@ -12,7 +12,10 @@ layers its `applies` check accepts:
    times s, the input divided by s, folded into the op producing the input
    where that is exact; see `qcore.algorithms.balance`). A ``quantize``
    algorithm produces the quantized weight (`LayerWork.qweight`, GPTQ)
-   instead of round-to-nearest; later algorithms no longer see that layer.
+   instead of round-to-nearest; later transforms and quantizers no longer
+   see that layer. A ``correct`` algorithm runs on final weights (the
+   quantizer's, or round-to-nearest's, set on the layer before it runs) and
+   may change only what is not quantized: the bias (bias correction).
 
 Statistics are collected once, on the float model's inputs. When an earlier
 algorithm transformed a layer's input (x became x·m per channel), a later
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
     from qcore.matcher import Selection
     from qcore.recipe import AlgorithmEntry, LayerRule
 
-KINDS: tuple[str, ...] = ("transform", "quantize")
+KINDS: tuple[str, ...] = ("transform", "quantize", "correct")
 LAYERS_OPTION = "layers"
 """The option every algorithm takes: name patterns restricting it to some layers (default: all it applies to)."""
 
@@ -159,8 +162,9 @@ class AlgorithmImpl:
     - `collector(options, layer) -> Collector`: the statistics it collects
       on each accepted layer during calibration (None: it needs no data).
     - `run(ctx)`: what it does with them (see `AlgorithmContext`).
-    - `kind`: ``transform`` (changes weights and inputs before quantization)
-      or ``quantize`` (produces the quantized weight).
+    - `kind`: ``transform`` (changes weights and inputs before quantization),
+      ``quantize`` (produces the quantized weight) or ``correct`` (adjusts
+      what stays float, such as the bias, once the weights are final).
     - `qat`: whether it can run for quantization-aware training
       (``prepare_qat`` refuses a recipe listing one that cannot).
     """

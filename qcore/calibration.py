@@ -24,7 +24,8 @@ from torch import nn
 from qcore.errors import QcoreError
 
 CalibrationData = Iterable[Any] | Callable[[nn.Module], Any]
-LayerHook = Callable[[torch.Tensor], None]
+LayerHook = Callable[[torch.Tensor, int], None]
+"""Called with a layer's input rows (padding removed, see `_hooked`) and the row count the layer ran at."""
 PROBE_ROWS = 4
 """Rows of the first batch that a probe runs."""
 
@@ -68,10 +69,40 @@ def _call(model: nn.Module, batch: Any) -> Any:
     return model(**batch) if isinstance(batch, Mapping) else model(batch)
 
 
+def _attention_mask(args: tuple[Any, ...], kwargs: Mapping[str, Any]) -> torch.Tensor | None:
+    """A 2-D (batch, tokens) ``attention_mask`` among a call's arguments (a keyword, or a key of a mapping)."""
+    for holder in (kwargs, *(a for a in args if isinstance(a, Mapping))):
+        mask = holder.get("attention_mask")
+        if isinstance(mask, torch.Tensor) and mask.ndim == 2 and not mask.is_floating_point():
+            return mask
+    return None
+
+
+def _real_rows(x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+    """The rows of `x` (batch, tokens, K) at the mask's real tokens; all of `x` when shapes do not line up."""
+    if mask is None or x.ndim != 3 or tuple(x.shape[:2]) != tuple(mask.shape):
+        return x
+    return x[mask.to(device=x.device, dtype=torch.bool)]
+
+
 @contextlib.contextmanager
-def _hooked(hooks: Mapping[nn.Module, LayerHook], first: Callable[[torch.Tensor], None]) -> Iterator[None]:
-    """Forward pre-hooks calling each module's function with its input; `first` sees the first module's."""
+def _hooked(model: nn.Module, hooks: Mapping[nn.Module, LayerHook], first: Callable[[torch.Tensor], None]
+            ) -> Iterator[None]:
+    """Forward pre-hooks calling each module's function with its input rows; `first` sees the first module's.
+
+    Padding is not data: when the model is called with a 2-D integer
+    ``attention_mask`` (Hugging Face models, sentence-transformers), the
+    functions see only the rows of real tokens (a (batch, tokens, K) input
+    becomes (real tokens, K)); half of a padded batch of short sentences can
+    be padding, and its activations would skew every statistic.
+    """
     order: list[nn.Module] = []
+    mask: list[torch.Tensor | None] = [None]
+
+    def remember_mask(_m: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        found = _attention_mask(args, kwargs)
+        if found is not None:
+            mask[0] = found
 
     def make(module: nn.Module, fn: LayerHook) -> Callable[..., None]:
         def pre_hook(_m: nn.Module, args: tuple[Any, ...]) -> None:
@@ -79,11 +110,13 @@ def _hooked(hooks: Mapping[nn.Module, LayerHook], first: Callable[[torch.Tensor]
                 order.append(module)
             if module is order[0]:
                 first(args[0])
-            fn(args[0])
+            x = args[0]
+            fn(_real_rows(x, mask[0]), max(1, x.numel() // max(1, x.shape[-1])))
 
         return pre_hook
 
-    handles = [module.register_forward_pre_hook(make(module, fn)) for module, fn in hooks.items()]
+    handles = [m.register_forward_pre_hook(remember_mask, with_kwargs=True) for m in model.modules()]
+    handles += [module.register_forward_pre_hook(make(module, fn)) for module, fn in hooks.items()]
     try:
         yield
     finally:
@@ -136,7 +169,7 @@ class CalibrationSource:
             counted[1] += 1
             advance(rows)
 
-        with _evaluating(model), _hooked(hooks, on_pass), self._first_call_recorded(model):
+        with _evaluating(model), _hooked(model, hooks, on_pass), self._first_call_recorded(model):
             if self.is_callable:
                 with contextlib.suppress(_Enough):
                     self.data(model)  # type: ignore[operator]

@@ -49,6 +49,11 @@ def grouped(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
     return x.reshape(*x.shape[:-1], x.shape[-1] // g, g)
 
 
+def per_set(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
+    """`x` viewed so that canonical qparams broadcast against it (grouped for group granularity)."""
+    return grouped(x, spec) if spec.granularity == "group" and spec.info.scaled else x
+
+
 def qparam_shape(spec: QuantSpec, shape: Sequence[int]) -> tuple[int, ...]:
     """The canonical qparam shape of `spec` for a tensor of `shape` (ShapeError when it has none)."""
     shape = tuple(shape)

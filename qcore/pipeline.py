@@ -22,6 +22,7 @@ import attrs
 import torch
 from torch import nn
 
+from qcore import ops
 from qcore.algorithm import AlgorithmContext, AlgorithmImpl, Collector, LayerWork, ModelEdits
 from qcore.algorithms import balance
 from qcore.calibration import CalibrationData, CalibrationInfo, CalibrationSource, LayerHook, progress_bar
@@ -213,12 +214,26 @@ def run_steps(model: nn.Module, layers: Sequence[LayerWork], work: list[Step], s
     """Each algorithm in recipe order, on its layers that no earlier algorithm quantized."""
     by_name = {layer.name: layer for layer in layers}
     for step in work:
-        todo = [layer for layer in step.layers if layer.qweight is None]
+        if step.impl.kind == "correct":
+            for layer in step.layers:
+                _finalize(layer)
+            todo = list(step.layers)
+        else:
+            todo = [layer for layer in step.layers if layer.qweight is None]
         ctx = AlgorithmContext(step.impl, step.entry, model, todo, by_name, step.stats, edits, services)
         _call_plugin(step.impl, "run", lambda: step.impl.run(ctx))
         for layer in todo:
             if layer.qweight is not None and layer.qweight_by is None:
                 layer.qweight_by = step.impl.name
+
+
+def _finalize(layer: LayerWork) -> None:
+    """The weights a ``correct`` algorithm works on: the quantizer's, else round-to-nearest's, fixed now."""
+    spec = layer.scheme.weights
+    if layer.qweight is None and spec is not None:
+        with in_layer(layer.name):
+            layer.qweight = ops.quantize(layer.weight, spec)
+        layer.qweight_by = "round-to-nearest"
 
 
 # -- calibration -----------------------------------------------------------------------------------------
@@ -241,7 +256,7 @@ def _observers(layers: Sequence[LayerWork], recipe: Recipe) -> tuple[dict[str, A
 def _calibration_hooks(layers: Sequence[LayerWork], observe: Callable[[LayerWork, torch.Tensor], None]
                        ) -> dict[nn.Module, LayerHook]:
     def make(layer: LayerWork) -> LayerHook:
-        def hook(x: torch.Tensor) -> None:
+        def hook(x: torch.Tensor, tokens: int) -> None:
             try:
                 check_finite(x.detach(), "calibration activation")
             except NonFiniteError as exc:
@@ -250,7 +265,7 @@ def _calibration_hooks(layers: Sequence[LayerWork], observe: Callable[[LayerWork
                 raise ShapeError(f"layer {layer.name!r}: input of shape {tuple(x.shape)} does not end in "
                                  f"in_features={layer.in_features}")
             if layer.tokens is None:
-                layer.tokens = max(1, x.numel() // x.shape[-1])
+                layer.tokens = tokens
             with in_layer(layer.name):
                 observe(layer, x)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from qcore.errors import NonFiniteError, ShapeError
-from qcore.layout import canonical_axis, grouped
+from qcore.layout import canonical_axis, grouped, per_set
 from qcore.spec import QuantSpec
 
 EPS32 = float(torch.finfo(torch.float32).eps)
@@ -110,3 +110,16 @@ def expand(q: torch.Tensor, spec: QuantSpec, shape: torch.Size) -> torch.Tensor:
         view[axis] = shape[axis]
         return q.reshape(view)
     return q.unsqueeze(-1)
+
+
+def dequantize_codes(codes: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor,
+                     spec: QuantSpec) -> torch.Tensor:
+    """The contract's dequantize: ``float32((code - zero_point) * scale)``, one rounding (the integer
+    difference is exact in float32); float codes times their scale."""
+    view = per_set(codes, spec)
+    s = expand(scale, spec, view.shape)
+    if spec.info.is_float:
+        values = view.to(torch.float32) * s
+    else:
+        values = (view.to(torch.int32) - expand(zero_point, spec, view.shape)).to(torch.float32) * s
+    return values.reshape(codes.shape)

@@ -628,6 +628,12 @@ class _Validator:
                 self.add(f"{path}.{key}" if key else path, message)
             if parsed is not None:
                 out.append(AlgorithmEntry(name, parsed, layers))
+        kinds = [known[a.name].kind if a.name in known else None for a in out]
+        for i, kind in enumerate(kinds):
+            later = [out[j].name for j in range(i + 1, len(out)) if kinds[j] in ("transform", "quantize")]
+            if kind == "correct" and later:
+                self.add(f"algorithms[{i}]", f"{out[i].name} corrects final weights, so it must come after "
+                                             f"{', '.join(later)}, which change them")
         return tuple(out)
 
     def _observer_options(self, name: str, options: dict[str, Any]) -> None:

@@ -142,7 +142,7 @@ def test_a_name_provided_twice_is_a_conflict_naming_both(with_plugins) -> None:
 def test_an_unknown_algorithm_lists_the_installed_ones() -> None:
     with pytest.raises(qcore.RecipeError) as info:
         qcore.load_recipe("qcore: 1\nscheme: w4a16\nalgorithms:\n  - gtpq: {}\n")
-    assert ("line 4: algorithms[0].gtpq: unknown algorithm 'gtpq'; known: awq, gptq, smoothquant; "
+    assert ("line 4: algorithms[0].gtpq: unknown algorithm 'gtpq'; known: awq, bias-correction, gptq, smoothquant; "
             "did you mean 'gptq'? (installed algorithms)") in str(info.value)
 
 

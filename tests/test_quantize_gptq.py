@@ -43,7 +43,8 @@ def test_gptq_beats_round_to_nearest_on_the_model_output(tmp_path) -> None:
     loaded = qcore.load(tmp_path, lambda: _model_and_data()[0])
     assert torch.equal(loaded(held_out), gptq(held_out))
     recorded = qcore.load_recipe(qcore.read_metadata(tmp_path)["qcore.recipe"])
-    assert [(a.name, a.options_dict()) for a in recorded.algorithms] == [("gptq", {"damp": 0.01, "block_size": 128})]
+    assert [(a.name, a.options_dict()) for a in recorded.algorithms] == [
+        ("gptq", {"damp": 0.01, "block_size": 128, "act_order": False})]
 
 
 def test_gptq_without_calibration_data_names_the_layers() -> None:
@@ -83,7 +84,7 @@ def test_one_answer_to_whether_gptq_applies(spec: QuantSpec) -> None:
 @pytest.mark.parametrize(
     ("value", "message"),
     [
-        ({"dmp": 0.1}, "algorithms[0].gptq.dmp: unknown option 'dmp'; known: damp, block_size, layers; "
+        ({"dmp": 0.1}, "algorithms[0].gptq.dmp: unknown option 'dmp'; known: damp, block_size, act_order, layers; "
                        "did you mean 'damp'?"),
         ({"damp": 2}, "algorithms[0].gptq.damp: 'damp' must be < 1.0: 2.0"),
         ({"block_size": 0}, "algorithms[0].gptq.block_size: 'block_size' must be > 0: 0"),

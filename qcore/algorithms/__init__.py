@@ -14,8 +14,9 @@ from qcore.algorithm import AlgorithmImpl
 
 
 def builtin_algorithms() -> Iterator[AlgorithmImpl]:
-    from qcore.algorithms import awq, gptq, smoothquant
+    from qcore.algorithms import awq, bias_correction, gptq, smoothquant
 
     yield smoothquant.algorithm()
     yield awq.algorithm()
     yield gptq.algorithm()
+    yield bias_correction.algorithm()

@@ -30,7 +30,7 @@ from qcore.algorithms import balance
 from qcore.errors import ShapeError
 from qcore.kernels import YES, Support, no
 from qcore.nn.fake_quant import fake_quantize_with_mask
-from qcore.qparams import check_finite, qparams_from_range, reduce_minmax
+from qcore.qparams import check_finite, qparams_from_range
 from qcore.spec import QuantSpec
 
 
@@ -90,7 +90,9 @@ class AwqOptions:
     max_shrink: float = attrs.field(default=0.5, validator=[attrs.validators.gt(0.0), attrs.validators.lt(1.0)],
                                     metadata={"help": "largest fraction of a group's range the clip may cut"})
     max_rows: int = attrs.field(default=1024, validator=attrs.validators.gt(0),
-                                metadata={"help": "calibration rows kept per layer for the searches"})
+                                metadata={"help": "calibration rows kept per layer for the scale search"})
+    clip_rows: int = attrs.field(default=256, validator=attrs.validators.gt(0),
+                                 metadata={"help": "of those, rows the clipping search measures on"})
     mappings: tuple[balance.MappingSpec, ...] = attrs.field(
         default=(), metadata={"help": "explicit folds (producer, consumers) instead of the ones found in the model"})
 
@@ -171,6 +173,7 @@ def clip_weight(layer: LayerWork, x: torch.Tensor, options: AwqOptions) -> tuple
     fraction of groups clipped)."""
     spec = layer.scheme.weights
     assert spec is not None
+    x = x[:options.clip_rows]
     w = layer.weight
     n, k = w.shape
     g = spec.group_size if spec.granularity == "group" and spec.group_size else k

@@ -65,9 +65,17 @@ class Fold:
 
 @attrs.frozen
 class Rejection:
+    """A candidate fold that the numerical check refused: how much it changed the model's outputs."""
+
     producer: str
     consumers: tuple[str, ...]
-    reason: str
+    change: float
+
+    @property
+    def reason(self) -> str:
+        return (f"not exact: scaling {self.producer}'s output by d and {', '.join(self.consumers)}'s input by 1/d "
+                f"changes the model's outputs by {self.change:.2g} (something else reads it, or a non-linear op "
+                "lies between)")
 
 
 @attrs.frozen(eq=False)
@@ -158,8 +166,8 @@ def _relative_change(ref: list[torch.Tensor], out: list[torch.Tensor]) -> float:
 
 
 def _verify(model: nn.Module, probe: Probe, baseline: list[torch.Tensor], producer: str,
-            consumers: Sequence[str]) -> str:
-    """'' when the fold leaves the model's outputs unchanged, else the reason."""
+            consumers: Sequence[str]) -> float:
+    """How much the fold changes the model's outputs (relative; exact folds give float noise)."""
     modules = dict(model.named_modules())
     width = modules[consumers[0]].in_features
     gen = torch.Generator().manual_seed(0)
@@ -183,11 +191,7 @@ def _verify(model: nn.Module, probe: Probe, baseline: list[torch.Tensor], produc
             for h in handles:
                 h.remove()
 
-    change = _relative_change(baseline, probe(hooks))
-    if change <= FOLD_TOLERANCE:
-        return ""
-    return (f"not exact: scaling {producer}'s output by d and {', '.join(consumers)}'s input by 1/d changes the "
-            f"model's outputs by {change:.2g} (something else reads it, or a non-linear op lies between)")
+    return _relative_change(baseline, probe(hooks))
 
 
 def discover(model: nn.Module, probe: Probe, *, progress: Callable[[str, int], Any] | None = None) -> Dataflow:
@@ -255,9 +259,9 @@ def _check(model: nn.Module, probe: Probe, candidates: Sequence[tuple[str, tuple
         for producer, consumers in candidates:
             if taken.intersection(consumers):
                 continue
-            reason = _verify(model, probe, baseline, producer, consumers)
-            if reason:
-                rejected.append(Rejection(producer, consumers, reason))
+            change = _verify(model, probe, baseline, producer, consumers)
+            if change > FOLD_TOLERANCE:
+                rejected.append(Rejection(producer, consumers, change))
             else:
                 folds.append(Fold(producer, consumers))
                 taken.update(consumers)
@@ -290,9 +294,10 @@ def groups(ctx: AlgorithmContext, layers: Sequence[LayerWork], flow: Dataflow) -
         placed.update(m.name for m in members)
     for layer in layers:
         if layer.name not in placed:
-            reasons = [r.reason for r in flow.rejected if layer.name in r.consumers]
-            note = "not folded: no op before it can absorb the scale" + (f" ({reasons[0]})" if reasons else "")
-            out.append(Group((layer,), None, note=note))
+            tried = [r for r in flow.rejected if layer.name in r.consumers]
+            why = (f"folding into {tried[0].producer} is not exact: outputs change by {tried[0].change:.2g}"
+                   if tried else "no op before it can absorb it")
+            out.append(Group((layer,), None, note=f"1/s applied by the layer ({why})"))
     return out
 
 

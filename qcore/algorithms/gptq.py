@@ -67,8 +67,9 @@ def gptq_quantize(
     *,
     damp: float = 0.01,
     block_size: int = 128,
+    act_order: bool = False,
 ) -> QTensor:
-    """Quantize an (N, K) weight with GPTQ (lazy batch updates, no act-order); float64 on CPU.
+    """Quantize an (N, K) weight with GPTQ (lazy batch updates); float64 on CPU.
 
     - `hessian`: (K, K), e.g. `HessianAccumulator.hessian`. Columns whose diagonal
       is 0 never saw a non-zero input: their weights are zeroed (they cannot
@@ -78,9 +79,15 @@ def gptq_quantize(
     - `block_size`: columns per lazy batch; rounded up to a multiple of the group
       size so a group's qparams are computed from fully error-updated weights.
       It changes speed (and float rounding), not the algorithm.
+    - `act_order`: quantize columns in order of decreasing Hessian diagonal (the
+      inputs with the most energy first, while most columns are still free to
+      absorb their error). Group qparams are then fixed up front from the
+      original weights ("static groups"), so the groups stay the contiguous
+      ones of the numerics contract and every backend runs the result.
 
-    Channel qparams (axis 0) come from the original rows; group qparams from
-    the min/max of the group's current weights when its first column is reached.
+    Channel qparams (axis 0) come from the original rows; without act-order,
+    group qparams come from the min/max of the group's current weights when
+    its first column is reached.
     """
     if weight.ndim != 2:
         raise ShapeError(f"GPTQ quantizes an (N, K) weight, got shape {tuple(weight.shape)}")
@@ -107,7 +114,8 @@ def gptq_quantize(
     h = hessian.detach().to(device="cpu", dtype=torch.float64).clone()
     qmin, qmax = spec.qrange
 
-    if g is None:
+    static = g is None or act_order
+    if static:
         scale, zero_point = minmax_qparams(w32, spec)
         step = block_size
     else:
@@ -118,6 +126,9 @@ def gptq_quantize(
     dead = torch.diagonal(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
+    order = torch.argsort(torch.diagonal(h), descending=True, stable=True) if act_order else torch.arange(k)
+    w, h = w[:, order], h[order][:, order]
+    group_of = order // g if g is not None else None
     h.diagonal().add_(damp * float(torch.diagonal(h).mean()))
     hinv = _upper_cholesky_of_inverse(h)
 
@@ -131,6 +142,9 @@ def gptq_quantize(
             col = i1 + i
             if g is None:
                 s, z = scale, zero_point
+            elif static:
+                assert group_of is not None
+                s, z = scale[:, group_of[col]], zero_point[:, group_of[col]]
             else:
                 if col % g == 0:
                     lo, hi = block[:, i : i + g].amin(dim=1), block[:, i : i + g].amax(dim=1)
@@ -146,6 +160,7 @@ def gptq_quantize(
             errors[:, i] = err
         w[:, i2:] -= errors @ hinv[i1:i2, i2:]
 
+    codes = codes[:, torch.argsort(order)]
     return QTensor(codes.to(getattr(torch, spec.info.torch_dtype)), scale, zero_point, spec)
 
 
@@ -176,6 +191,8 @@ class GptqOptions:
                               metadata={"help": "fraction of the mean Hessian diagonal added to it"})
     block_size: int = attrs.field(default=128, validator=attrs.validators.gt(0),
                                   metadata={"help": "columns per lazy-update block (speed, not the result)"})
+    act_order: bool = attrs.field(default=False, metadata={
+        "help": "columns by decreasing Hessian diagonal, group qparams fixed from the original weights"})
 
 
 def _applies(_options: GptqOptions, layer: LayerWork) -> Support:
@@ -192,9 +209,10 @@ def _run(ctx: AlgorithmContext) -> None:
         for layer in ctx.layers:
             spec = layer.scheme.weights
             assert spec is not None
-            layer.qweight = gptq_quantize(layer.weight, ctx.stats(layer).hessian, spec, damp=options.damp,
-                                          block_size=options.block_size)
-            ctx.note(layer, f"{ctx.stats(layer).samples} calibration rows")
+            stats = ctx.stats(layer)
+            layer.qweight = gptq_quantize(layer.weight, stats.hessian, spec, damp=options.damp,
+                                          block_size=options.block_size, act_order=options.act_order)
+            ctx.note(layer, f"{stats.samples} calibration rows")
             advance(1)
 
 

@@ -155,6 +155,7 @@ def comparison_table(results: Sequence[Result]) -> Table:
     table.add_column("recipe", no_wrap=True, min_width=12)
     for column in ("Linear saved", "cos mean", "cos worst", "top-1", "speed-up", "targets"):
         table.add_column(column, justify="right")
+    table.add_column("algorithms")
     for r in results:
         cells = {}
         for name in names:
@@ -165,6 +166,7 @@ def comparison_table(results: Sequence[Result]) -> Table:
             r.name.removeprefix("minilm-"), cells[targets.STORAGE], cells[targets.MEAN_COSINE],
             f"{r.card.quality.output_cosine_worst:.5f}", cells[targets.TOP1], cells[targets.SPEEDUP],
             f"{len(checked) - len(r.failed)}/{len(checked)}",
+            ", ".join(dict.fromkeys(run.algorithm for layer in r.card.layers for run in layer.algorithms)) or "-",
         )
     return table
 

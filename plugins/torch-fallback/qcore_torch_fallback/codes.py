@@ -9,8 +9,8 @@ from __future__ import annotations
 import torch
 
 from qcore.kernels import QTensor
-from qcore.layout import given_qparams, grouped
-from qcore.qparams import check_finite, expand, minmax_qparams
+from qcore.layout import given_qparams, per_set
+from qcore.qparams import check_finite, dequantize_codes, expand, minmax_qparams
 from qcore.spec import QuantSpec
 
 
@@ -27,11 +27,6 @@ def round_half_even(v: torch.Tensor) -> torch.Tensor:
     return (v.clamp(-_RNE_LIMIT, _RNE_LIMIT) + _RNE_MAGIC) - _RNE_MAGIC
 
 
-def _per_set(x: torch.Tensor, spec: QuantSpec) -> torch.Tensor:
-    """`x` viewed so that canonical qparams broadcast against it (grouped for group granularity)."""
-    return grouped(x, spec) if spec.granularity == "group" and spec.info.scaled else x
-
-
 def encode(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
     """Codes of a finite float32 `x` for given canonical qparams (the contract's `Codes` section)."""
     info = spec.info
@@ -40,7 +35,7 @@ def encode(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor, zero_point: to
         return x.clamp(-info.fmax, info.fmax).to(dtype)
     if spec.dtype == "binary":
         return torch.where(x >= 0, 1, -1).to(dtype)
-    view = _per_set(x, spec)
+    view = per_set(x, spec)
     s64 = expand(scale, spec, view.shape).to(torch.float64)
     quotient = view.to(torch.float64) / s64
     if info.is_float:
@@ -65,13 +60,5 @@ def quantize(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None
 
 
 def dequantize(q: QTensor) -> torch.Tensor:
-    """`float32((q - zero_point) * scale)`: the integer difference is exact in float32, so one rounding."""
-    spec = q.spec
-    view = _per_set(q.codes, spec)
-    scale = expand(q.scale, spec, view.shape)
-    if spec.info.is_float:
-        values = view.to(torch.float32) * scale
-    else:
-        zp = expand(q.zero_point, spec, view.shape)
-        values = (view.to(torch.int32) - zp).to(torch.float32) * scale
-    return values.reshape(q.codes.shape)
+    """The `dequantize` op: the contract's formula, `qcore.qparams.dequantize_codes`."""
+    return dequantize_codes(q.codes, q.scale, q.zero_point, q.spec)
