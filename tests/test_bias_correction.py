@@ -38,7 +38,7 @@ def test_the_mean_output_shift_goes_and_the_error_falls(first: list) -> None:
                                progress=False, measure=False)
     before, after = _mean_shift(model, plain, data), _mean_shift(model, corrected, data)
     assert after.abs().max() < 0.05 * before.abs().max()  # exact on the calibration data, up to the kernel
-    err = lambda q: sum(float((q(x) - model(x)).pow(2).mean()) for x in data)  # noqa: E731
+    err = lambda q: sum(float((q(x) - model(x)).detach().pow(2).mean()) for x in data)  # noqa: E731
     assert err(corrected) < err(plain)
     # the codes are what the first algorithm (or round-to-nearest) made: only the bias moved
     assert torch.equal(corrected[0].weight_data, plain[0].weight_data)
