@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -97,3 +98,26 @@ def test_the_search_never_does_worse_than_no_scaling(seed: int, duo: bool) -> No
     s, r, gain = search_scale(x, x.abs().mean(dim=0), _group(w), AwqOptions(grid=5, duo_scaling=duo))
     assert gain >= 0 and (r == -1) == bool(torch.equal(s, torch.ones(128)))
     assert bool((s > 0).all()) and s.shape == (128,)
+
+
+@pytest.mark.slow
+def test_awq_then_gptq_on_the_packaged_minilm() -> None:
+    """The real all-MiniLM-L6-v2: the value projection's scale folds into it; quality holds on other sentences."""
+    from qcore.demo.models import load_minilm
+    from qcore.demo.sentences import SENTENCES, sample_sentences
+    from qcore.metrics import cosine
+
+    loaded = load_minilm()
+    calibration, held_out = sample_sentences(16), SENTENCES[1::9]
+    want = loaded.encode(held_out)
+    recipe = {"qcore": 1, "scheme": "w4a16-asym", "calibration": {"samples": 16},
+              "algorithms": [{"awq": {"clip": False, "grid": 10}}, {"gptq": {"act_order": True, "damp": 0.05}}]}
+    model = qcore.quantize(copy.deepcopy(loaded.model), recipe, lambda m: loaded.encode(calibration, m),
+                           progress=False, measure=False)
+    state = qcore.state_of(model)
+    (name,) = [r.name for r in state.layers if r.name.endswith("encoder.layer.0.attention.output.dense")]
+    prefix = name.removesuffix("attention.output.dense")
+    runs = state.layer(name).algorithms
+    assert [r.algorithm for r in runs] == ["awq", "gptq"]
+    assert f"folded into {prefix}attention.self.value" in runs[0].note
+    assert float(cosine(want, loaded.encode(held_out, model)).mean()) > 0.97
