@@ -169,6 +169,23 @@ def benchmark_inputs(shape: tuple[int, ...], device: str, seed: int = 0) -> tupl
     return x, w
 
 
+def float_seconds(shape: tuple[int, int, int], device: str) -> float:
+    """Seconds per float `x @ W.T` of a linear `shape` (M, K, N): the baseline kernels are compared with.
+
+    Timed like a kernel (`time_call`, the same deterministic inputs, the
+    activation dtype the matcher times kernels with).
+    """
+    x, w = benchmark_inputs(shape, device)
+    wt = w.to(x.dtype).t()
+    return time_call(lambda: torch.matmul(x, wt), device)
+
+
+def float_key(request: KernelRequest) -> str:
+    """The timing-cache key of the float matmul on a linear request's shape (next to the kernels' keys)."""
+    dtype = str(activation_dtype(request.device)).removeprefix("torch.")
+    return json.dumps(["float:torch.matmul", torch.__version__, request.op, dtype, request.shape, request.device])
+
+
 def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Callable[..., LinearWeights]
               ) -> Callable[[], Any]:
     """A zero-argument callable running `kernel` once on synthetic data for `request`."""

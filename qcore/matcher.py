@@ -176,6 +176,18 @@ class Matcher:
         self.cache.put(key, seconds)
         return seconds, False
 
+    def float_time(self, request: KernelRequest) -> tuple[float, bool]:
+        """(seconds per call of the float matmul on a linear `request`'s shape, whether cached): what a layer
+        kept in float costs, timed and cached like a kernel (`time`)."""
+        assert request.op == "linear" and request.shape is not None
+        key = autotune.float_key(request)
+        seconds = self.cache.get(key)
+        if seconds is not None:
+            return seconds, True
+        seconds = autotune.float_seconds(request.shape, request.device)  # type: ignore[arg-type]
+        self.cache.put(key, seconds)
+        return seconds, False
+
     def candidates(self, request: KernelRequest) -> tuple[list[Candidate], list[Candidate]]:
         """(supported, rejected) for every kernel registered for the op."""
         backends = self.manager.backends()
