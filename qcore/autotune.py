@@ -180,10 +180,10 @@ def float_seconds(shape: tuple[int, int, int], device: str) -> float:
     return time_call(lambda: torch.matmul(x, wt), device)
 
 
-def float_key(request: KernelRequest) -> str:
-    """The timing-cache key of the float matmul on a linear request's shape (next to the kernels' keys)."""
-    dtype = str(activation_dtype(request.device)).removeprefix("torch.")
-    return json.dumps(["float:torch.matmul", torch.__version__, request.op, dtype, request.shape, request.device])
+def float_key(shape: tuple[int, int, int], device: str) -> str:
+    """The timing-cache key of the float matmul on a linear shape (next to the kernels' keys)."""
+    dtype = str(activation_dtype(device)).removeprefix("torch.")
+    return json.dumps(["float:torch.matmul", torch.__version__, "linear", dtype, list(shape), device])
 
 
 def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Callable[..., LinearWeights]
