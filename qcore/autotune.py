@@ -201,3 +201,22 @@ def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Call
     if request.op == "quantize":
         return lambda: kernel.fn(t, request.spec)
     raise NotImplementedError(f"timing of {request.op} kernels is not supported; rank them by priority")
+
+
+def median_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each callable over `repeats` runs, after one untimed warm-up each.
+
+    The callables take turns (a, b, a, b, ...) so that a slow spell of a
+    shared machine hits all of them alike instead of biasing the ratio.
+    """
+    if repeats < 1:
+        raise ValueError("median_seconds: repeats must be at least 1")
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}
