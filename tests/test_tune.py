@@ -55,9 +55,12 @@ def quantized_count(model: nn.Module) -> int:
 
 
 @pytest.fixture(scope="module")
-def size_result():  # type: ignore[no-untyped-def]
-    return tune(Block().eval(), batches(), objective="size", constraint=0.995, candidates=CANDIDATES,
-                eval_data=batches(2, 8), recipe=BASE, progress=False)
+def size_result(tmp_path_factory):  # type: ignore[no-untyped-def]
+    """One tuned model for several tests, timed in the session's own cache (as the autouse fixture sets it)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("QCORE_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "qcore-cache"))
+        return tune(Block().eval(), batches(), objective="size", constraint=0.995, candidates=CANDIDATES,
+                    eval_data=batches(2, 8), recipe=BASE, progress=False)
 
 
 def test_size_tuning_meets_the_constraint_end_to_end_and_saves_bytes(size_result) -> None:  # type: ignore[no-untyped-def]
@@ -217,3 +220,15 @@ def test_the_cli_refuses_a_sample_count_that_leaves_nothing_to_verify(tmp_path, 
                      "--out", str(tmp_path / "t.yaml")]) == 2
     assert "leaves none of the" in capsys.readouterr().err
 
+
+
+def test_a_latency_answer_slower_end_to_end_is_replaced_by_float(monkeypatch) -> None:
+    """Per-layer timings say w8a16 pays; the end-to-end timing says otherwise: the float model is the answer."""
+    matcher = Matcher()
+    monkeypatch.setattr(matcher, "float_time", lambda shape, device: (1.0, True))
+    monkeypatch.setattr(qcore.autotune, "median_seconds", lambda runs, repeats: {"float": 1.0, "tuned": 1.5})
+    result = tune(Block().eval(), batches(), objective="latency", constraint=0.99, candidates=["float", "w8a16"],
+                  recipe=BASE, matcher=matcher, progress=False)
+    assert result.end_to_end == (1.0, 1.5) and "1.50x float's time end to end: every layer kept float" in result.note
+    assert result.rounds[0].choice == ("w8a16",) * 5 and set(result.choice) == {"float"} and result.model is None
+    assert result.recipe.scheme is None and result.measured == 1.0

@@ -34,7 +34,8 @@ from torch import nn
 from qcore import api
 from qcore.card import build_card
 from qcore.commands import make_console
-from qcore.demo.evaluate import median_seconds, top1_agreement
+from qcore.autotune import median_seconds
+from qcore.demo.evaluate import top1_agreement
 from qcore.demo.models import load_minilm
 from qcore.demo.sentences import sample_sentences, split_sentences
 from qcore.errors import QcoreError
@@ -88,7 +89,8 @@ def measure(name: str, model: nn.Module, float_model: nn.Module, encode, test: l
                            repeats)
     saved = 0.0
     if model is not float_model:
-        saved = build_card(model).size.quantized_linear_reduction
+        layers = build_card(model).layers  # every targeted Linear, float ones at their float bytes
+        saved = 1 - sum(layer.quant_bytes for layer in layers) / sum(layer.float_bytes for layer in layers)
     return Row(name, saved, float(cos.mean()), float(cos.min()), top1_agreement(float_emb, emb),
                top1_agreement(float_emb, emb, tie_margin=0.01), times["float"] / times["quant"],
                times["float"] * 1e3, times["quant"] * 1e3)

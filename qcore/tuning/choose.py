@@ -14,6 +14,12 @@ The requirement rises above the failed prediction every round, so each round
 rules out the last answer and every answer predicted no better: the rounds
 end, at worst with every layer float, which meets any constraint the float
 model meets.
+
+For ``latency`` the answer is also timed end to end against the float model
+(the verification data, taking turns, median of `END_TO_END_REPEATS`): per-layer
+kernel times miss what a whole forward pass sees (other token counts, caches,
+a busy machine). An answer measured slower than float is replaced by the
+float model itself, so a latency result is never slower than float.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import Any
 import attrs
 from torch import nn
 
-from qcore import api
+from qcore import api, autotune
 from qcore.calibration import CalibrationData
 from qcore.errors import QcoreError
 from qcore.matcher import Matcher
@@ -42,6 +48,7 @@ LOSS_UNIT = 1e-10
 """Quality is solved in integer steps of this size (cosine losses of one layer run from ~1e-7 to ~1e-2)."""
 TIME_UNIT = 1e-9
 MAX_ROUNDS = 8
+END_TO_END_REPEATS = 5
 
 
 class TuneError(QcoreError):
@@ -143,6 +150,8 @@ class TuneResult:
     verified_on: str
     search_seconds: float
     model: nn.Module | None = None
+    end_to_end: tuple[float, float] | None = None
+    note: str = ""
 
     @property
     def choice(self) -> tuple[str, ...]:
@@ -199,10 +208,26 @@ def search(profile: Profile, float_model: nn.Module, calibration_data: Calibrati
         if measured >= constraint.min_quality:
             break
         required = _tightened(profile.reference, constraint.min_quality, predicted, measured)
+    end_to_end, note = None, ""
+    if objective == "latency" and model is not None:
+        quantized = model
+        times = autotune.median_seconds({"float": lambda: verify.run(float_model),
+                                         "tuned": lambda: verify.run(quantized)}, END_TO_END_REPEATS)
+        end_to_end = (times["float"], times["tuned"])
+        log(f"end to end on {verify.description}: float {times['float'] * 1e3:.0f} ms, tuned "
+            f"{times['tuned'] * 1e3:.0f} ms ({times['float'] / times['tuned']:.2f}x)")
+        if times["tuned"] > times["float"]:
+            note = (f"the answer predicted {chosen_point(profile, rounds[-1].choice, '').seconds * 1e3:.1f} ms of "
+                    f"layer time was {times['tuned'] / times['float']:.2f}x float's time end to end: every layer "
+                    "kept float")
+            log(note)
+            floats = tuple(layer.float.candidate for layer in profile.layers)
+            rounds.append(Round(floats, rounds[-1].required, profile.reference, verify.reference))
+            model = None
     final = _recipe(profile, objective, constraint, rounds[-1].choice, rounds[-1].predicted, rounds[-1].measured,
                     verify.description, matcher)
     return TuneResult(final, objective, constraint, profile, tuple(rounds), verify.description,
-                      time.perf_counter() - start, model)
+                      time.perf_counter() - start, model, end_to_end, note)
 
 
 def _tightened(reference: float, least: float, predicted: float, measured: float) -> float:

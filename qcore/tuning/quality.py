@@ -71,6 +71,10 @@ class Quality:
     def measure(self, model: nn.Module) -> float:
         raise NotImplementedError
 
+    def run(self, model: nn.Module) -> None:
+        """What `measure` runs of the model, without measuring (what an end-to-end timing times)."""
+        raise NotImplementedError
+
 
 class OutputCosine(Quality):
     """Mean cosine of the model's outputs on `data` against the float model's (1.0 for the float model)."""
@@ -90,6 +94,9 @@ class OutputCosine(Quality):
                              f"{tuple(rows.shape)} now; is the data the same on every run?")
         return float(cosine(self.float_rows, rows).mean())
 
+    def run(self, model: nn.Module) -> None:
+        outputs(model, self.data)
+
 
 class UserScore(Quality):
     """The caller's ``score(model) -> float`` (a task metric); the reference is the float model's score."""
@@ -99,6 +106,9 @@ class UserScore(Quality):
         self.name = name
         self.description = getattr(score, "__name__", "score")
         self.reference = self.measure(float_model)
+
+    def run(self, model: nn.Module) -> None:
+        self.measure(model)
 
     def measure(self, model: nn.Module) -> float:
         was_training = model.training

@@ -81,6 +81,11 @@ def headline(result: TuneResult) -> str:
 def conditions(result: TuneResult) -> list[str]:
     """Where and how the figures were measured (hardware, kernels present, data, what tuning cost)."""
     profile = result.profile
+    timed = []
+    if result.end_to_end is not None:
+        float_s, tuned_s = result.end_to_end
+        timed.append(f"end to end on {result.verified_on}: float {float_s * 1e3:.0f} ms, the quantized answer "
+                     f"{tuned_s * 1e3:.0f} ms ({float_s / tuned_s:.2f}x)" + (f"; {result.note}" if result.note else ""))
     return [
         f"hardware: {profile.hardware.describe()} (fingerprint {profile.hardware.fingerprint})",
         f"linear kernels present when timed: {', '.join(profile.kernels)}",
@@ -88,6 +93,7 @@ def conditions(result: TuneResult) -> list[str]:
         f"sensitivity: {profile.quality} on {profile.data}; verification on {result.verified_on}",
         f"tuning took {result.seconds:.0f} s: profile {profile.cost.describe()}; search and verification "
         f"{result.search_seconds:.1f} s",
+        *timed,
     ]
 
 
