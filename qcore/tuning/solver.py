@@ -6,9 +6,10 @@ returns the choice minimising, in this order, the total cost, the total loss
 and the index tuple (lexicographically): one exact answer, the same on every
 run. It is a depth-first branch and bound, items visited in index order,
 pruned by the bound of the linear relaxation (the greedy walk along each
-group's lower convex hull, Sinha and Zoltners 1979). Dominated items (no
-cheaper and no better than another) are dropped first; they can never be the
-answer under that order.
+group's lower convex hull, Sinha and Zoltners 1979) and started from the
+whole-step rounding of that walk, a feasible first answer. Dominated items
+(no cheaper and no better than another) are dropped first; they can never be
+the answer under that order.
 """
 
 from __future__ import annotations

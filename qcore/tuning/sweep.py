@@ -165,7 +165,7 @@ class _Sweep:
         edits = ModelEdits()
         start = time.perf_counter()
         try:
-            with warnings.catch_warnings():
+            with warnings.catch_warnings():  # the base recipe's warnings were given once, by `targets`
                 warnings.simplefilter("ignore")
                 work_layers = pipeline.resolve(self.model, recipe)
                 pipeline.plan(work_layers, recipe, self.by_priority)
