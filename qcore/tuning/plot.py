@@ -52,7 +52,7 @@ def plot_fronts(result: TuneResult, path: Path) -> Path:
         ax.axhline(result.constraint.min_quality, color="red", linestyle=":", linewidth=1,
                    label=result.constraint.describe())
         ax.set_xlabel(label)
-        ax.set_ylabel(f"{profile.quality} (predicted)")
+        ax.set_ylabel(f"{profile.quality} (predicted; × measured)")
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="lower right")
     figure.suptitle(f"qcore tune, {result.objective} objective; {profile.hardware.cpu_model} "
