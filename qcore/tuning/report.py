@@ -87,7 +87,9 @@ def conditions(result: TuneResult) -> list[str]:
         timed.append(f"end to end on {result.verified_on}: float {float_s * 1e3:.0f} ms, the quantized answer "
                      f"{tuned_s * 1e3:.0f} ms ({float_s / tuned_s:.2f}x)" + (f"; {result.note}" if result.note else ""))
     return [
-        f"hardware: {profile.hardware.describe()} (fingerprint {profile.hardware.fingerprint})",
+        f"hardware: {profile.hardware.describe()} (fingerprint {profile.hardware.fingerprint}); "
+        f"{profile.threads} torch thread{'s' * (profile.threads != 1)} while profiling (timings cached earlier "
+        "may have been taken with others: the cache is keyed by hardware, not threads)",
         f"linear kernels present when timed: {', '.join(profile.kernels)}",
         f"candidates: {', '.join(c.name for c in profile.candidates)}",
         f"sensitivity: {profile.quality} on {profile.data}; verification on {result.verified_on}",

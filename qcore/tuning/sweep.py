@@ -29,6 +29,7 @@ import warnings
 from collections.abc import Callable, Sequence
 
 import attrs
+import torch
 from torch import nn
 
 from qcore import pipeline
@@ -115,6 +116,7 @@ class Profile:
     kernels: tuple[str, ...]
     cost: SweepCost
     objectives: tuple[str, ...] = OBJECTIVES
+    threads: int = 1
 
     def candidate(self, name: str) -> Candidate:
         return next(c for c in self.candidates if c.name == name)
@@ -135,13 +137,13 @@ def one_layer_recipe(base: Recipe, layer: str, candidate: Candidate) -> Recipe:
                         algorithms=candidate.algorithms, on_unsupported="keep-float", tuned=None, source=None)
 
 
-def linear_kernels(matcher: Matcher) -> tuple[str, ...]:
-    """The linear kernels of the available backends, with their distributions' versions (what was timed)."""
+def linear_kernels(matcher: Matcher, device: str) -> tuple[str, ...]:
+    """The linear kernels on `device` of the available backends, with their distributions' versions."""
     backends = matcher.manager.backends()
     out = []
     for kernel in matcher.manager.kernels().values():
         info = backends.get(kernel.backend)
-        if kernel.op == "linear" and (info is None or info.available):
+        if kernel.op == "linear" and device in kernel.devices and (info is None or info.available):
             version = kernel.provider.version if kernel.provider and kernel.provider.version else "-"
             out.append(f"{kernel.id} {version}")
     return tuple(sorted(out))
@@ -257,4 +259,6 @@ def profile(model: nn.Module, data: CalibrationData, *, candidates: Sequence[Can
                      recorded.nbytes)
     log(f"profiled {len(layers)} layers x {len(quantized)} candidates in {cost.describe()}")
     return Profile(tuple(candidates), tuple(out), quality.name, quality.reference, data_description or
-                   quality.description, base, matcher.hardware, linear_kernels(matcher), cost, tuple(objectives))
+                   quality.description, base, matcher.hardware,
+                   linear_kernels(matcher, layers[0].module.weight.device.type), cost, tuple(objectives),
+                   torch.get_num_threads())
