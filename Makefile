@@ -9,7 +9,7 @@ TORCH ?= torch==2.13.0
 PLUGINS := plugins/cpu-reference plugins/torch-fallback plugins/triton-gpu plugins/cupy-cuda
 PYTEST_ARGS ?=
 
-.PHONY: venv test demo bench clean
+.PHONY: venv test demo tune-demo bench clean
 
 $(VENV)/.installed: pyproject.toml $(wildcard plugins/*/pyproject.toml)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -28,6 +28,11 @@ test: venv
 
 demo: $(VENV)/.demo
 	$(PY) -m qcore.demo
+
+# qcore tune on MiniLM for size and for latency, next to every uniform recipe (figures to bench/results/).
+TUNE_ARGS ?=
+tune-demo: $(VENV)/.demo
+	$(PY) -m qcore.demo.tune $(TUNE_ARGS)
 
 BENCH_ARGS := -p no:cacheprovider -o addopts= -q --benchmark-only --benchmark-columns=min,median,rounds \
 	--benchmark-max-time=1.0 --benchmark-min-rounds=10

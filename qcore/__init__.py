@@ -38,6 +38,7 @@ from qcore.plugins import PluginManager, get_manager
 from qcore.recipe import Recipe, RecipeError, load_recipe
 from qcore.spec import DTYPES, PRESETS, QuantScheme, QuantSpec
 from qcore.state import LayerRecord, QuantState, state_of
+from qcore.tuning import Constraint, TuneError, TuneResult, tune
 
 __version__ = "0.1.0"
 
@@ -51,6 +52,7 @@ __all__ = [
     "BackendInfo",
     "Collector",
     "CheckpointError",
+    "Constraint",
     "ExportReport",
     "FakeQuantLinear",
     "FormatError",
@@ -81,6 +83,8 @@ __all__ = [
     "ShapeError",
     "SpecError",
     "Support",
+    "TuneError",
+    "TuneResult",
     "UnknownNameError",
     "convert",
     "detect_hardware",
@@ -95,4 +99,5 @@ __all__ = [
     "read_metadata",
     "save",
     "state_of",
+    "tune",
 ]

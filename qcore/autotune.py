@@ -169,6 +169,23 @@ def benchmark_inputs(shape: tuple[int, ...], device: str, seed: int = 0) -> tupl
     return x, w
 
 
+def float_seconds(shape: tuple[int, int, int], device: str) -> float:
+    """Seconds per float `x @ W.T` of a linear `shape` (M, K, N): the baseline kernels are compared with.
+
+    Timed like a kernel (`time_call`, the same deterministic inputs, the
+    activation dtype the matcher times kernels with).
+    """
+    x, w = benchmark_inputs(shape, device)
+    wt = w.to(x.dtype).t()
+    return time_call(lambda: torch.matmul(x, wt), device)
+
+
+def float_key(shape: tuple[int, int, int], device: str) -> str:
+    """The timing-cache key of the float matmul on a linear shape (next to the kernels' keys)."""
+    dtype = str(activation_dtype(device)).removeprefix("torch.")
+    return json.dumps(["float:torch.matmul", torch.__version__, "linear", dtype, list(shape), device])
+
+
 def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Callable[..., LinearWeights]
               ) -> Callable[[], Any]:
     """A zero-argument callable running `kernel` once on synthetic data for `request`."""
@@ -184,3 +201,22 @@ def make_call(kernel: KernelImpl, request: KernelRequest, quantize_weights: Call
     if request.op == "quantize":
         return lambda: kernel.fn(t, request.spec)
     raise NotImplementedError(f"timing of {request.op} kernels is not supported; rank them by priority")
+
+
+def median_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
+    """Median wall time of each callable over `repeats` runs, after one untimed warm-up each.
+
+    The callables take turns (a, b, a, b, ...) so that a slow spell of a
+    shared machine hits all of them alike instead of biasing the ratio.
+    """
+    if repeats < 1:
+        raise ValueError("median_seconds: repeats must be at least 1")
+    for fn in runs.values():
+        fn()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(values) for name, values in times.items()}

@@ -223,6 +223,22 @@ class Card:
     def float_layers(self) -> tuple[CardLayer, ...]:
         return tuple(layer for layer in self.layers if not layer.quantized)
 
+    @property
+    def tuned(self) -> str | None:
+        """How `qcore tune` chose the recipe (its recipe's ``tuned`` record), in words; None when not tuned."""
+        tuned = self.recipe_body.get("tuned")
+        if not isinstance(tuned, Mapping):
+            return None
+        constraint = tuned.get("constraint") or {}
+        text = (f"tuned by qcore tune for {tuned.get('objective', '?')} under {constraint.get('metric', 'quality')} "
+                f"≥ {constraint.get('min', '?')}")
+        quality = [f"{key} {tuned[key]:.5f}" for key in ("predicted", "measured")
+                   if isinstance(tuned.get(key), (int, float))]
+        if quality:
+            text += " (" + ", ".join(quality) + (f" on {tuned['measured_on']}" if tuned.get("measured_on") else "")
+            text += ")"
+        return text + (f" on hardware {tuned['hardware']}" if tuned.get("hardware") else "")
+
     def with_measurements(self, measurements: Iterable[Measurement]) -> Card:
         """This card with extra measured figures (speed-up, retrieval agreement, ...) and their targets."""
         return attrs.evolve(self, quality=attrs.evolve(self.quality, measurements=tuple(measurements)))
@@ -296,6 +312,7 @@ class Card:
             f"- Model: `{self.model_source}` ({self.model_type})",
             f"- Recipe: {self.recipe_name} (default scheme `{self.recipe_scheme}`)"
             + (f", from `{self.recipe_source}`" if self.recipe_source else ""),
+            *([f"- Recipe {self.tuned}"] if self.tuned else []),
             f"- Layers: {len(self.quantized_layers)} quantized, {len(self.float_layers)} left in float",
             f"- Created {self.created} with qcore {self.qcore_version}",
             "",
@@ -378,6 +395,7 @@ class Card:
         lines = [
             f"{self.recipe_name}: {len(self.quantized_layers)} layers quantized, "
             f"{len(self.float_layers)} left in float" + (f" ({floats})" if floats else ""),
+            *([f"recipe {self.tuned}"] if self.tuned else []),
             f"quantized Linear storage {format_bytes(s.quantized_linear_float_bytes)} → "
             f"{format_bytes(s.quantized_linear_bytes)} ({s.quantized_linear_reduction:.1%} smaller); "
             f"whole model {format_bytes(s.model_float_bytes)} → {format_bytes(s.model_quant_bytes)} "

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 from qcore.errors import QcoreError
 
-COMMANDS = ("backends", "algorithms", "bench", "quantize", "export", "card", "conformance")
+COMMANDS = ("backends", "algorithms", "bench", "quantize", "tune", "export", "card", "conformance")
 
 
 def build_parser() -> argparse.ArgumentParser:

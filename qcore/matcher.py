@@ -176,6 +176,17 @@ class Matcher:
         self.cache.put(key, seconds)
         return seconds, False
 
+    def float_time(self, shape: tuple[int, int, int], device: str) -> tuple[float, bool]:
+        """(seconds per call of the float matmul on a linear shape (M, K, N), whether cached): what a layer
+        kept in float costs, timed and cached like a kernel (`time`)."""
+        key = autotune.float_key(shape, device)
+        seconds = self.cache.get(key)
+        if seconds is not None:
+            return seconds, True
+        seconds = autotune.float_seconds(shape, device)
+        self.cache.put(key, seconds)
+        return seconds, False
+
     def candidates(self, request: KernelRequest) -> tuple[list[Candidate], list[Candidate]]:
         """(supported, rejected) for every kernel registered for the op."""
         backends = self.manager.backends()

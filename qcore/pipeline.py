@@ -178,7 +178,7 @@ def _call_plugin(impl: AlgorithmImpl, what: str, fn: Callable[[], Any]) -> Any:
                           ) from exc
 
 
-class _Services:
+class Services:
     """What algorithm contexts share within one `quantize`: the dataflow folds, probes, progress bars."""
 
     def __init__(self, model: nn.Module, source: CalibrationSource | None, show: bool) -> None:
@@ -209,7 +209,7 @@ class _Services:
             yield lambda n: bar.advance(task, n)
 
 
-def run_steps(model: nn.Module, layers: Sequence[LayerWork], work: list[Step], services: _Services,
+def run_steps(model: nn.Module, layers: Sequence[LayerWork], work: list[Step], services: Services,
               edits: ModelEdits) -> None:
     """Each algorithm in recipe order, on its layers that no earlier algorithm quantized."""
     by_name = {layer.name: layer for layer in layers}
@@ -371,7 +371,7 @@ def quantize(model: nn.Module, recipe: Recipe, data: CalibrationData | None, mat
     edits = ModelEdits()
     with edits.undo_on_error():
         info, later = calibrate(model, layers, work, recipe, source, show)
-        run_steps(model, layers, work, _Services(model, source, show), edits)
+        run_steps(model, layers, work, Services(model, source, show), edits)
         if source is not None:
             observe_transformed(model, layers, later, source, show)
         plan(layers, recipe, matcher)

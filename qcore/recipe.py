@@ -38,7 +38,10 @@ VERSION = 1
 NONE = "none"
 ON_UNSUPPORTED = ("error", "keep-float")
 TOP_KEYS = ("qcore", "scheme", "targets", "ignore", "overrides", "schemes", "calibration", "algorithms",
-            "backend", "strict", "on_unsupported")
+            "backend", "strict", "on_unsupported", "tuned")
+TUNED_KEYS = ("objective", "constraint", "predicted", "measured", "measured_on", "hardware", "candidates")
+"""``tuned:``, written by `qcore tune`: how the recipe was chosen. A record only; quantizing ignores it."""
+OBJECTIVES = ("size", "latency")
 OVERRIDE_KEYS = ("match", "scheme", "backend")
 SCHEME_KEYS = ("weights", "input_activations", "description")
 CALIBRATION_KEYS = ("samples", "observer")
@@ -160,6 +163,7 @@ class Recipe:
     backend: str = AUTO
     strict: bool = False
     on_unsupported: str = "error"
+    tuned: dict[str, Any] | None = None
     source: str | None = attrs.field(default=None, eq=False)
 
     def resolve(self, name: str, module: torch.nn.Module) -> LayerRule | None:
@@ -225,7 +229,7 @@ class Recipe:
             "backend": self.backend,
             "strict": self.strict,
             "on_unsupported": self.on_unsupported,
-        }
+        } | ({"tuned": self.tuned} if self.tuned is not None else {})
 
 
 def _without_name(scheme: dict[str, Any]) -> dict[str, Any]:
@@ -419,6 +423,7 @@ class _Validator:
             backend=self._backend(data.get("backend", AUTO), "backend") or AUTO,
             strict=self._typed(data.get("strict", False), "strict", (bool,), False),
             on_unsupported=self._choice(data.get("on_unsupported", "error"), "on_unsupported", ON_UNSUPPORTED),
+            tuned=self._tuned(data["tuned"]) if "tuned" in data else None,
             source=self.source,
         )
         if self.problems:
@@ -635,6 +640,20 @@ class _Validator:
                 self.add(f"algorithms[{i}]", f"{out[i].name} corrects final weights, so it must come after "
                                              f"{', '.join(later)}, which change them")
         return tuple(out)
+
+    def _tuned(self, value: Any) -> dict[str, Any] | None:
+        """The record `qcore tune` writes: its objective and constraint are checked, the rest kept as data."""
+        body = self._typed(value, "tuned", (dict,), None)
+        if body is None:
+            return None
+        self._keys(body, "tuned", TUNED_KEYS)
+        if "objective" in body:
+            self._choice(body["objective"], "tuned.objective", OBJECTIVES)
+        constraint = self._typed(body.get("constraint", {}), "tuned.constraint", (dict,), {})
+        self._keys(constraint, "tuned.constraint", ("metric", "min"))
+        self._typed(constraint.get("metric", ""), "tuned.constraint.metric", (str,), "")
+        self._typed(constraint.get("min", 0.0), "tuned.constraint.min", (int, float), 0.0)
+        return body
 
     def _observer_options(self, name: str, options: dict[str, Any]) -> None:
         """Options are checked by building one throwaway observer, so plugin observers are checked too."""

@@ -185,3 +185,17 @@ def test_top1_agreement_counts_changed_neighbours_and_near_ties() -> None:
     assert top1_agreement(reference, moved) < 1.0
     assert top1_agreement(reference, moved, tie_margin=0.01) == top1_agreement(reference, moved)
     assert top1_agreement(reference, moved, tie_margin=1.0) == 1.0
+
+
+def test_a_tuned_recipe_says_so_and_against_what_constraint(tmp_path) -> None:
+    tuned = {"objective": "size", "constraint": {"metric": "mean cosine", "min": 0.995}, "predicted": 0.9961,
+             "measured": 0.99583, "measured_on": "64 held-out sentences", "hardware": "abc123"}
+    model = api.quantize(Net().eval(), {**RECIPE, "tuned": tuned}, progress=False, measure=False)
+    card = build_card(model)
+    expected = ("tuned by qcore tune for size under mean cosine ≥ 0.995 (predicted 0.99610, measured 0.99583 on "
+                "64 held-out sentences) on hardware abc123")
+    assert card.tuned == expected
+    assert f"- Recipe {expected}" in card.to_markdown() and f"recipe {expected}" in card.summary()
+    card.write(tmp_path)
+    assert load_card(tmp_path).recipe_body["tuned"] == tuned
+    assert build_card(api.quantize(Net().eval(), RECIPE, progress=False, measure=False)).tuned is None

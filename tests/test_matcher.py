@@ -195,3 +195,15 @@ def test_backend_without_hardware_info_runs_where_its_kernels_do() -> None:
     info = _manager(_linear("mixed", "cpu"), gpu).backends()["mixed"]
     assert info.available and info.devices == ("cpu", "cuda")
 
+
+
+def test_the_float_matmul_is_timed_once_and_cached_per_hardware_next_to_kernels(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("QCORE_CACHE_DIR", str(tmp_path))
+    first, cached = Matcher().float_time((4, 64, 32), "cpu")
+    assert first > 0 and not cached
+    calls = []
+    monkeypatch.setattr(autotune, "float_seconds", lambda *a: calls.append(a) or 1.0)
+    again, cached = Matcher().float_time((4, 64, 32), "cpu")
+    assert (again, cached, calls) == (first, True, [])
+    stored = json.loads((tmp_path / f"autotune-{detect().fingerprint}.json").read_text())
+    assert stored["timings"][autotune.float_key((4, 64, 32), "cpu")] == first

@@ -425,3 +425,17 @@ def test_the_expected_recipes_are_shipped() -> None:
     assert mixed.resolve(block.format(0, "output.dense"), LINEAR).scheme.name == "w8a8-dynamic"
     static = load_recipe(RECIPES / "minilm-w8a8-static.yaml")
     assert static.calibration.samples == 64 and static.calibration.observer == "histogram"
+
+
+def test_the_tuned_record_round_trips_and_is_checked() -> None:
+    tuned = {"objective": "size", "constraint": {"metric": "mean cosine", "min": 0.995}, "predicted": 0.996,
+             "measured": 0.9958, "hardware": "abc", "candidates": ["float", "w8a16"]}
+    recipe = load_recipe({"qcore": 1, "scheme": "w8a16", "tuned": tuned})
+    assert recipe.tuned == tuned and load_recipe(recipe.to_dict()) == recipe
+    assert "tuned" not in load_recipe({"qcore": 1, "scheme": "w8a16"}).to_dict()
+    with pytest.raises(RecipeError) as info:
+        load_recipe("qcore: 1\nscheme: w8a16\ntuned:\n  objective: speed\n  constraint: {min: high, metrc: x}\n")
+    text = str(info.value)
+    assert "line 4: tuned.objective: expected one of size, latency, got 'speed'" in text
+    assert "tuned.constraint.min: expected an integer or float, got str 'high'" in text
+    assert "tuned.constraint.metrc: unknown key" in text

@@ -61,13 +61,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def float_seconds(shape: tuple[int, int, int], device: str) -> float:
-    """Seconds per float `x @ W.T` of `shape`, in the activation dtype the matcher times kernels with."""
-    x, w = autotune.benchmark_inputs(shape, device)
-    wt = w.to(x.dtype).t()
-    return autotune.time_call(lambda: torch.matmul(x, wt), device)
-
-
 def measure(request: KernelRequest, backend: str, baseline: float, matcher: Matcher) -> Row:
     """The row of `backend` (or AUTO) for a linear `request`: its chosen kernel timed, or why it has none here."""
     assert request.scheme is not None and request.shape is not None
@@ -105,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
         task = progress.add_task("timing", total=len(shapes) * (1 + len(schemes) * (len(backends) + 1)))
         for shape in shapes:
             progress.update(task, description=f"float matmul at {shape}")
-            baseline = float_seconds(shape, args.device)
+            baseline = autotune.float_seconds(shape, args.device)
             rows.append(Row(shape, "float", "torch", f"torch.matmul {dtype}", baseline, 1.0))
             progress.advance(task)
             for scheme in schemes:

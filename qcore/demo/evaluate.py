@@ -1,16 +1,11 @@
-"""Embedding-level measures the demo reports: nearest-neighbour agreement and encoding time.
+"""Embedding-level measures the demo reports: nearest-neighbour agreement (timing: `qcore.autotune.median_seconds`).
 
 Both compare the quantized model with the float one on the same sentences:
 cosine says how far each embedding moved, top-1 agreement whether retrieval
-(each sentence's most similar other sentence) still gives the same answer,
-and the timing whether quantization paid off on this machine.
+(each sentence's most similar other sentence) still gives the same answer.
 """
 
 from __future__ import annotations
-
-import statistics
-import time
-from collections.abc import Callable
 
 import torch
 
@@ -37,22 +32,3 @@ def top1_agreement(reference: torch.Tensor, candidate: torch.Tensor, *, tie_marg
     ref_pick, cand_pick = ref_sim.argmax(dim=-1), similarities(candidate).argmax(dim=-1)
     gap = ref_sim[rows, ref_pick] - ref_sim[rows, cand_pick]
     return float((gap <= tie_margin).double().mean())
-
-
-def median_seconds(runs: dict[str, Callable[[], object]], repeats: int) -> dict[str, float]:
-    """Median wall time of each callable over `repeats` runs, after one untimed warm-up each.
-
-    The callables take turns (a, b, a, b, ...) so that a slow spell of a
-    shared machine hits all of them alike instead of biasing the ratio.
-    """
-    if repeats < 1:
-        raise ValueError("median_seconds: repeats must be at least 1")
-    for fn in runs.values():
-        fn()
-    times: dict[str, list[float]] = {name: [] for name in runs}
-    for _ in range(repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    return {name: statistics.median(values) for name, values in times.items()}

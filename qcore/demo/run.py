@@ -34,7 +34,8 @@ from qcore.card import Card, Measurement, build_card, format_bytes, recipe_name,
 from qcore.commands import make_console
 from qcore.demo import targets
 from qcore.demo.interop import Agreement, agreement_table, export_and_check
-from qcore.demo.evaluate import median_seconds, top1_agreement
+from qcore.autotune import median_seconds
+from qcore.demo.evaluate import top1_agreement
 from qcore.demo.models import ENCODE_BATCH, MINILM, LoadedModel, load_minilm
 from qcore.demo.sentences import SENTENCES, TOPICS, sample_sentences
 from qcore.errors import QcoreError

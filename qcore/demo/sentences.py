@@ -380,6 +380,16 @@ SENTENCES: tuple[str, ...] = tuple(sentence for group in _TOPICS.values() for se
 TOPICS: tuple[str, ...] = tuple(_TOPICS)
 
 
+def _spread(n: int, total: int) -> list[int]:
+    """`n` indices spread evenly over range(total) (all of them when n >= total)."""
+    if n <= 0:
+        return []
+    if n >= total:
+        return list(range(total))
+    stride = total / n
+    return [int(i * stride) for i in range(n)]
+
+
 def sample_sentences(n: int, sentences: Sequence[str] = SENTENCES) -> list[str]:
     """`n` of `sentences` (default: the built-in set), spread evenly over it: calibration and evaluation sets.
 
@@ -387,9 +397,11 @@ def sample_sentences(n: int, sentences: Sequence[str] = SENTENCES) -> list[str]:
     calibration set as varied as the whole one (the built-in set is ordered
     by topic).
     """
-    if n <= 0:
-        return []
-    if n >= len(sentences):
-        return list(sentences)
-    stride = len(sentences) / n
-    return [sentences[int(i * stride)] for i in range(n)]
+    return [sentences[i] for i in _spread(n, len(sentences))]
+
+
+def split_sentences(n: int, sentences: Sequence[str] = SENTENCES) -> tuple[list[str], list[str]]:
+    """(`sample_sentences(n, sentences)`, every other sentence): a calibration set and the sentences held out."""
+    chosen = set(_spread(n, len(sentences)))
+    return ([sentences[i] for i in sorted(chosen)],
+            [s for i, s in enumerate(sentences) if i not in chosen])
