@@ -28,7 +28,7 @@ class LayerInputs:
 
     def __init__(self, source: CalibrationSource, modules: Sequence[nn.Module]) -> None:
         self.source = source
-        self.inputs: dict[nn.Module, list[torch.Tensor]] = {m: [] for m in modules}
+        self.inputs: dict[nn.Module, list[tuple[torch.Tensor, int]]] = {m: [] for m in modules}
         self.counts = (0, 0)
         self.first_rows = 0
 
@@ -36,7 +36,7 @@ class LayerInputs:
     def record(cls, model: nn.Module, source: CalibrationSource, modules: Sequence[nn.Module],
                advance: Callable[[int], None]) -> LayerInputs:
         out = cls(source, modules)
-        hooks = {m: (lambda x, m=m: out.inputs[m].append(x.detach().clone())) for m in modules}
+        hooks = {m: (lambda x, tokens, m=m: out.inputs[m].append((x.detach().clone(), tokens))) for m in modules}
         first: list[int] = []
 
         def count(rows: int) -> None:
@@ -49,7 +49,7 @@ class LayerInputs:
 
     @property
     def nbytes(self) -> int:
-        return sum(x.numel() * x.element_size() for xs in self.inputs.values() for x in xs)
+        return sum(x.numel() * x.element_size() for xs in self.inputs.values() for x, _ in xs)
 
     def replay(self, layers: Sequence[LayerWork]) -> Replay:
         return Replay(self, {layer.module: layer for layer in layers})
@@ -77,8 +77,8 @@ class Replay(CalibrationSource):
         for i, (module, hook) in enumerate(hooks.items()):
             factor = _factor(self.layers.get(module))
             recorded = self.recorded.inputs[module]
-            for x in recorded[:1] if first_batch_only else recorded:
-                hook(x if factor is None else x * factor.to(x.device, x.dtype))
+            for x, tokens in recorded[:1] if first_batch_only else recorded:
+                hook(x if factor is None else x * factor.to(x.device, x.dtype), tokens)
                 if i == 0:
                     advance(x.shape[0] if x.ndim > 1 else 1)
         if first_batch_only:

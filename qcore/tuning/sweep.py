@@ -242,8 +242,8 @@ def profile(model: nn.Module, data: CalibrationData, *, candidates: Sequence[Can
     with progress_bar(show) as bar:
         task = bar.add_task("sensitivity and cost", total=len(layers) * len(quantized))
         for layer in layers:
-            x = recorded.inputs[layer.module][0]
-            shape = (max(1, x.numel() // x.shape[-1]), layer.module.in_features, layer.module.out_features)
+            _, tokens = recorded.inputs[layer.module][0]
+            shape = (tokens, layer.module.in_features, layer.module.out_features)
             float_option = _float_option(float_name, layer, shape, matcher)
             options, unavailable = [float_option], []
             for candidate in quantized:
