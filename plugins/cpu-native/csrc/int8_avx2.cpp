@@ -1,0 +1,57 @@
+// int8 × int8 → int32 on AVX2 without VNNI, exact: vpmaddubsw multiplies u8 by s8 and adds pairs into int16,
+// which saturates for arbitrary operands. Feeding it |a| (≤ 128) and sign(a)·b (|b| ≤ 127: symmetric weights)
+// keeps every pair sum within ±32512 (llama.cpp's AVX2 q8_0 dot product does the same); vpmaddwd by ones
+// then widens to int32.
+#include <immintrin.h>
+#include <string.h>
+
+#include "internal.h"
+
+#pragma GCC target("avx2,fma")
+
+#include "int8_tile.h"
+
+namespace qn {
+namespace {
+
+struct Avx2 {
+    static constexpr int kRows = kRowsAvx2;
+    static constexpr int kPanels = 1;
+
+    template <int R>
+    static void block(const uint8_t* a, const int8_t* b, int64_t kq, int32_t* acc) {
+        __m256i c[R][2];
+        for (int r = 0; r < R; ++r) c[r][0] = c[r][1] = _mm256_setzero_si256();
+        const __m256i ones = _mm256_set1_epi16(1);
+#pragma GCC unroll 2
+        for (int64_t q = 0; q < kq; ++q) {
+            const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + q * 64));
+            const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(b + q * 64 + 32));
+            for (int r = 0; r < R; ++r) {
+                const __m256i av = _mm256_set1_epi32(load4(a + (q * kRows + r) * 4));
+                const __m256i aa = _mm256_abs_epi8(av);
+                c[r][0] = _mm256_add_epi32(c[r][0], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b0, av)), ones));
+                c[r][1] = _mm256_add_epi32(c[r][1], _mm256_madd_epi16(_mm256_maddubs_epi16(aa, _mm256_sign_epi8(b1, av)), ones));
+            }
+        }
+        for (int r = 0; r < R; ++r) {
+            _mm256_store_si256(reinterpret_cast<__m256i*>(acc + r * 32), c[r][0]);
+            _mm256_store_si256(reinterpret_cast<__m256i*>(acc + r * 32 + 8), c[r][1]);
+        }
+    }
+
+    static void run(int rows, int, const uint8_t* a, const int8_t* b, int64_t, int64_t kq, int32_t* acc) {
+        switch (rows) {
+            case 4: return block<4>(a, b, kq, acc);
+            case 3: return block<3>(a, b, kq, acc);
+            case 2: return block<2>(a, b, kq, acc);
+            default: return block<1>(a, b, kq, acc);
+        }
+    }
+};
+
+}  // namespace
+
+void int8_tile_avx2(const Int8Call& call, int64_t task) { int8_tile<Avx2>(call, task); }
+
+}  // namespace qn

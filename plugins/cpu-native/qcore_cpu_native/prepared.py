@@ -1,0 +1,46 @@
+"""A layer ready for the library, and the one per-call path every cpu-native kernel shares.
+
+Per call: the contract's input checks (`linear_rows`: shape, float32, contiguous, NaN/Inf), an output
+tensor, one ctypes call that releases the GIL and runs on torch's OpenMP threads.
+"""
+
+from __future__ import annotations
+
+import ctypes
+
+import attrs
+import torch
+
+from qcore.kernels import linear_rows
+from qcore.qparams import check_finite
+from qcore_cpu_native.library import NONFINITE, check
+
+
+@attrs.frozen(eq=False)
+class Prepared:
+    """The C layer structure, the tensors it points into (kept alive here), and the entry to call."""
+
+    name: str
+    entry: ctypes._CFuncPtr
+    layer: ctypes.Structure
+    tensors: tuple[torch.Tensor, ...]
+    n: int
+    k: int
+
+    @property
+    def address(self) -> int:
+        return ctypes.addressof(self.layer)
+
+
+def run(p: Prepared, x: torch.Tensor) -> torch.Tensor:
+    rows = linear_rows(x, p.k).detach()
+    y = torch.empty(rows.shape[0], p.n, dtype=torch.float32)
+    status = p.entry(p.address, rows.data_ptr(), rows.shape[0], y.data_ptr(), torch.get_num_threads())
+    if status == NONFINITE:
+        check_finite(rows, "linear input")
+    check(status, f"cpu-native/{p.name}")
+    return y.reshape(*x.shape[:-1], p.n)
+
+
+def pointer(t: torch.Tensor | None) -> int | None:
+    return None if t is None else t.data_ptr()
