@@ -7,16 +7,19 @@ panels; the epilogue subtracts zero-point × column sum, scales by row × channe
 
 from __future__ import annotations
 
+import ctypes
 import math
 
 import torch
 
 from qcore.errors import SpecError
-from qcore.kernels import KernelRequest, LinearWeights, Support
+from qcore.kernels import KernelRequest, LinearWeights, QTensor, Support, linear_rows
+from qcore.qparams import check_finite
+from qcore.spec import QuantSpec
 from qcore_cpu_native import packing
 from qcore_cpu_native.claims import answer, int8_activations, int8_weights, k_limit
 from qcore_cpu_native.isa import Isa, unavailable
-from qcore_cpu_native.library import Int8Layer, library
+from qcore_cpu_native.library import NONFINITE, Int8Layer, Unavailable, check, library
 from qcore_cpu_native.prepared import Prepared, pointer
 
 TOKEN_SYM, TOKEN_ASYM, STATIC = 0, 1, 2
@@ -29,17 +32,19 @@ def supports(isa: Isa, request: KernelRequest, hardware: object) -> Support:
                   unavailable(isa))
 
 
-def _static_qparams(w: LinearWeights) -> tuple[float, int]:
-    if w.act_scale is None:
-        raise SpecError(f"scheme {w.scheme.name!r}: static activations need calibrated act_scale")
-    if w.act_scale.numel() != 1:
-        raise SpecError(f"scheme {w.scheme.name!r}: static activation qparams must be per tensor, "
-                        f"got shape {tuple(w.act_scale.shape)}")
-    scale = float(w.act_scale)
-    if not (math.isfinite(scale) and scale > 0):
-        raise SpecError(f"scheme {w.scheme.name!r}: act_scale must be finite and positive, got {scale}")
-    zp = 0 if w.act_zero_point is None else int(w.act_zero_point.reshape(()))
-    return scale, zp
+def _mode(act: QuantSpec, scale: torch.Tensor | None, zero_point: torch.Tensor | None, what: str
+          ) -> tuple[int, float, int]:
+    """(QnActMode, static scale, static zero-point) for an activation spec and its calibrated qparams."""
+    if act.dynamic:
+        return (TOKEN_SYM if act.symmetric else TOKEN_ASYM), 1.0, 0
+    if scale is None:
+        raise SpecError(f"{what}: static activations ({act.describe()}) need calibrated act_scale")
+    if scale.numel() != 1:
+        raise SpecError(f"{what}: static activation qparams must be per tensor, got shape {tuple(scale.shape)}")
+    value = float(scale)
+    if not (math.isfinite(value) and value > 0):
+        raise SpecError(f"{what}: act_scale must be finite and positive, got {value}")
+    return STATIC, value, 0 if zero_point is None else int(zero_point.reshape(()))
 
 
 def prepare(isa: Isa, w: LinearWeights) -> Prepared:
@@ -54,12 +59,43 @@ def prepare(isa: Isa, w: LinearWeights) -> Prepared:
     colsum = packing.per_channel(codes.sum(1, dtype=torch.int32), n, torch.int32)
     wscale = packing.per_channel(q.scale.detach().cpu(), n, torch.float32)
     bias = None if w.bias is None else packing.per_channel(w.bias.detach().cpu(), n, torch.float32)
-    mode, scale, zp = (TOKEN_SYM if act.symmetric else TOKEN_ASYM), 1.0, 0
-    if not act.dynamic:
-        mode, (scale, zp) = STATIC, _static_qparams(w)
+    mode, scale, zp = _mode(act, w.act_scale, w.act_zero_point, f"scheme {w.scheme.name!r}")
     qmin, qmax = act.qrange
     lib = library()
     layer = Int8Layer(isa.code, mode, n, k, bp.data_ptr(), colsum.data_ptr(), wscale.data_ptr(), pointer(bias),
                       scale, zp, qmin, qmax)
     tensors = tuple(t for t in (bp, colsum, wscale, bias) if t is not None)
     return Prepared(f"int8-{isa.name}", lib.linear_int8, layer, tensors, n, k)  # type: ignore[union-attr]
+
+
+def activation_codes(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | None = None,
+                     zero_point: torch.Tensor | None = None) -> QTensor:
+    """The activation codes and qparams the int8 kernels multiply, per row of `x` (..., K).
+
+    For checking them against the contract: the GEMM uses exactly these. Per-token specs give one scale
+    per row; static specs take the given per-tensor `scale` and `zero_point`.
+    """
+    if int8_activations(spec):
+        raise SpecError(f"cpu-native does not quantize {spec.describe()} activations: {int8_activations(spec)}")
+    lib = library()
+    if isinstance(lib, Unavailable):
+        raise RuntimeError(lib.reason)
+    k = x.shape[-1]
+    rows = linear_rows(x, k).detach()
+    m = rows.shape[0]
+    mode, value, zp = _mode(spec, scale, zero_point, "activation_codes")
+    qmin, qmax = spec.qrange
+    layer = Int8Layer(0, mode, 1, k, None, None, None, None, value, zp, qmin, qmax)
+    codes = torch.empty(m, k, dtype=torch.int8)
+    scales = torch.empty(m, dtype=torch.float32)
+    zps = torch.empty(m, dtype=torch.int32)
+    status = lib.quantize_rows(ctypes.addressof(layer), rows.data_ptr(), m, codes.data_ptr(), scales.data_ptr(),
+                               zps.data_ptr())
+    if status == NONFINITE:
+        check_finite(rows, "activation_codes input")
+    check(status, "activation_codes")
+    lead = x.shape[:-1]
+    if spec.dynamic:
+        return QTensor(codes.reshape(*lead, k), scales.reshape(lead), zps.reshape(lead), spec)
+    return QTensor(codes.reshape(*lead, k), scales[:1].reshape(()) if m else torch.tensor(value),
+                   zps[:1].reshape(()) if m else torch.tensor(zp, dtype=torch.int32), spec)
