@@ -21,7 +21,7 @@ else:
         sources=sources,
         depends=sorted(str(p) for p in Path("csrc").glob("*.h")),
         language="c++",
-        extra_compile_args=["-std=c++17", "-O3", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno"],
+        extra_compile_args=["-std=c++17", "-O3", "-fopenmp", "-fvisibility=hidden", "-fno-math-errno", "-ffp-contract=off"],
         extra_link_args=["-fopenmp"],
     )]
 

@@ -9,20 +9,23 @@
 namespace qn {
 
 constexpr int64_t kPanel = 16;  // output channels per packed weight panel
-constexpr int kMaxRows = 8;     // largest micro-kernel row block (MR) of any ISA
+// An int8 GEMM task covers at most kTileRows rows × kTileCols columns; it sums k in chunks of kChunkQuads
+// quads (384 k), whose weight panels (12 KiB a pair) stay in L1 while the task's row blocks pass over them.
+constexpr int64_t kTileRows = 72, kTileCols = 128, kChunkQuads = 96;
 
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-// Activation rows quantized and packed for the int8 micro-kernels: blocks of `mr` rows, k in quads,
-// ap[block][k / 4][row % mr][k % 4]. Signed codes, or codes + 128 as bytes when `shift` (u8 × s8 VNNI).
+// Activation rows quantized for the int8 micro-kernels: row-major codes, each row padded with zero codes to
+// whole quads of k (lda = 4 · kq bytes), so a micro-kernel broadcasts 4 codes of a row at a time. Signed
+// codes, or codes + 128 as bytes when `shift` (the u8 × s8 of vpdpbusd).
 struct PackedRows {
     uint8_t* ap;
     float* scale;      // per row
     int32_t* offset;   // per row: zero-point (+ 128 when shifted), multiplied by the column sums after the GEMM
     int64_t kq;
-    int mr;
     bool shift;
+    int64_t lda() const { return kq * 4; }
 };
 
 struct Int8Call {
@@ -31,7 +34,7 @@ struct Int8Call {
     int64_t m;
     float* y;
     PackedRows a;
-    int64_t row_tile, col_tile;      // rows and panels per task (row_tile a multiple of mr)
+    int64_t row_tile, col_tile;      // rows and panels per task
     int64_t col_tasks;
 };
 
@@ -53,9 +56,6 @@ bool quantize_rows_avx2(const QnInt8Layer& layer, const float* x, int64_t r0, in
 // Weight-only preparation of rows [r0, r1): padded copy of x and per-group sums. True on NaN/Inf.
 bool prepare_rows_avx2(const QnWeightOnlyLayer& layer, const float* x, int64_t r0, int64_t r1, float* xpad,
                        int64_t ldx, float* xsum);
-// Scaling of integer sums into float outputs (avx2 file): rows [r0, r0 + rows), panel columns [c0, c0 + 16 * panels).
-void int8_epilogue_avx2(const Int8Call& call, const int32_t* acc, int64_t ld_acc, int64_t r0, int rows,
-                        int64_t c0, int64_t cols);
 
 // One task of the GEMM: a tile of row_tile rows × col_tile panels.
 void int8_tile_avx2(const Int8Call& call, int64_t task);

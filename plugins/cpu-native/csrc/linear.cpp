@@ -60,7 +60,7 @@ bool int8_isa(int32_t isa, Int8Isa& out) {
 
 // Rows of activations quantized into `a` in parallel blocks; false on NaN/Inf.
 bool quantize_all(const QnInt8Layer& layer, const float* x, int64_t m, const PackedRows& a, int threads) {
-    const int64_t per_task = a.mr * ceil_div(16, a.mr);
+    const int64_t per_task = 16;
     std::atomic<bool> bad{false};
     parallel(ceil_div(m, per_task), threads, [&](int64_t t) {
         if (!quantize_rows_avx2(layer, x, t * per_task, imin(m, (t + 1) * per_task), a)) bad = true;
@@ -68,14 +68,12 @@ bool quantize_all(const QnInt8Layer& layer, const float* x, int64_t m, const Pac
     return !bad;
 }
 
-PackedRows pack_space(const QnInt8Layer& layer, int64_t m, int mr, bool shift) {
-    const int64_t kq = ceil_div(layer.k, 4), blocks = ceil_div(m, mr);
-    const size_t a_bytes = round64(size_t(blocks * kq * mr * 4));
+PackedRows pack_space(const QnInt8Layer& layer, int64_t m, bool shift) {
+    const int64_t kq = ceil_div(layer.k, 4);
+    const size_t a_bytes = round64(size_t(m * kq * 4));
     uint8_t* base = static_cast<uint8_t*>(scratch(a_bytes + 2 * round64(size_t(m) * 4)));
-    PackedRows a{base, reinterpret_cast<float*>(base + a_bytes),
-                 reinterpret_cast<int32_t*>(base + a_bytes + round64(size_t(m) * 4)), kq, mr, shift};
-    if (m % mr) memset(a.ap + (blocks - 1) * kq * mr * 4, shift ? 128 : 0, size_t(kq * mr * 4));
-    return a;
+    return PackedRows{base, reinterpret_cast<float*>(base + a_bytes),
+                      reinterpret_cast<int32_t*>(base + a_bytes + round64(size_t(m) * 4)), kq, shift};
 }
 
 }  // namespace
@@ -89,7 +87,7 @@ extern "C" int32_t qn_linear_int8(const QnInt8Layer* layer, const float* x, int6
         return QN_BAD_ARGS;
     if ((features() & isa.need) != isa.need) return QN_NO_ISA;
     if (!m) return QN_OK;
-    const PackedRows a = pack_space(*layer, m, isa.rows, isa.shift);
+    const PackedRows a = pack_space(*layer, m, isa.shift);
     if (!quantize_all(*layer, x, m, a, threads)) return QN_NONFINITE;
     const int64_t panels = ceil_div(layer->n, kPanel);
     const int64_t row_tile = isa.rows * ceil_div(64, isa.rows), row_tasks = ceil_div(m, row_tile);
@@ -107,10 +105,10 @@ extern "C" int32_t qn_quantize_rows(const QnInt8Layer* layer, const float* x, in
     if (!layer || m < 0 || layer->k <= 0 || (m && (!x || !codes || !scales || !zero_points))) return QN_BAD_ARGS;
     if (!(features() & QN_AVX2)) return QN_NO_ISA;
     if (!m) return QN_OK;
-    const PackedRows a = pack_space(*layer, m, 1, false);
+    const PackedRows a = pack_space(*layer, m, false);
     if (!quantize_all(*layer, x, m, a, 1)) return QN_NONFINITE;
     for (int64_t r = 0; r < m; ++r) {
-        memcpy(codes + r * layer->k, a.ap + r * a.kq * 4, size_t(layer->k));
+        memcpy(codes + r * layer->k, a.ap + r * a.lda(), size_t(layer->k));
         scales[r] = a.scale[r];
         zero_points[r] = a.offset[r];
     }

@@ -1,6 +1,6 @@
-// Per-row work on the activations, in AVX2 (every CPU the int8 kernels run on has it): the contract's
-// dynamic qparams and codes, written straight into the packed layout; the weight-only pre-pass; and the
-// epilogue turning integer sums into float outputs.
+// Per-row work on the activations, in AVX2 (every CPU the kernels run on has it): the contract's dynamic
+// qparams and codes, written straight into the packed layout the int8 micro-kernels read; the weight-only
+// pre-pass (finiteness, zero-padded copy, per-group sums).
 #include <immintrin.h>
 #include <math.h>
 #include <string.h>
@@ -33,6 +33,17 @@ inline __m256 round_quotient(__m256 x, __m256 s) {
     const __m256 zero = _mm256_setzero_ps();
     r = _mm256_blendv_ps(r, _mm256_sub_ps(q, half), _mm256_and_ps(tie, _mm256_cmp_ps(e, zero, _CMP_GT_OQ)));
     return _mm256_blendv_ps(r, _mm256_add_ps(q, half), _mm256_and_ps(tie, _mm256_cmp_ps(e, zero, _CMP_LT_OQ)));
+}
+
+// The same for 8 quotients at the cost of a multiplication: x · (1/s) is within 2^-23 relative of x / s,
+// so it rounds the same way unless it lies within 2^-14 of a half (only for |x / s| < 256, the range where
+// rounding can change a clamped code); such rare vectors take the division. `inv` must be finite.
+inline __m256 round_quotient_fast(__m256 x, __m256 s, __m256 inv) {
+    const __m256 q = _mm256_mul_ps(x, inv);
+    const __m256 r = _mm256_round_ps(q, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    const __m256 off = _mm256_andnot_ps(_mm256_set1_ps(-0.0f), _mm256_sub_ps(q, r));
+    const __m256 near = _mm256_cmp_ps(off, _mm256_set1_ps(0.5f - 0x1p-14f), _CMP_GE_OQ);
+    return _mm256_movemask_ps(near) ? round_quotient(x, s) : r;
 }
 
 inline int32_t code_of(float x, float s, int32_t zp, int32_t qmin, int32_t qmax) {
@@ -107,29 +118,36 @@ void row_qparams(const QnInt8Layer& layer, float lo, float hi, float& scale, int
     zp = int32_t(z < qmin ? qmin : (z > qmax ? qmax : z));
 }
 
+// Codes of 8 floats as int32: rounded quotient, plus zero-point and clamped unless the row is symmetric
+// per token (its scale keeps every |code| ≤ 127 already).
+template <bool Offset>
+inline __m256i codes8(const float* x, const __m256 vs, const __m256 vinv, bool fast, __m256 vzp, __m256 vlo,
+                      __m256 vhi) {
+    const __m256 v = _mm256_loadu_ps(x);
+    __m256 r = fast ? round_quotient_fast(v, vs, vinv) : round_quotient(v, vs);
+    if (Offset) r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzp), vlo), vhi);
+    return _mm256_cvtps_epi32(r);
+}
+
+template <bool Offset>
 void pack_row(const float* x, int64_t k, float scale, int32_t zp, const QnInt8Layer& layer, const PackedRows& a,
-              uint8_t* block, int row) {
-    const __m256 vs = _mm256_set1_ps(scale), vzp = _mm256_set1_ps(float(zp));
+              uint8_t* out) {
+    const float inv = 1.0f / scale;
+    const bool fast = isnormal(inv);
+    const __m256 vs = _mm256_set1_ps(scale), vinv = _mm256_set1_ps(inv), vzp = _mm256_set1_ps(float(zp));
     const __m256 vlo = _mm256_set1_ps(float(layer.qmin)), vhi = _mm256_set1_ps(float(layer.qmax));
-    const __m128i flip = _mm_set1_epi8(a.shift ? char(0x80) : 0);
-    const int64_t quad = int64_t(a.mr) * 4;
-    uint8_t* out = block + row * 4;
+    const __m256i flip = _mm256_set1_epi8(a.shift ? char(0x80) : 0);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
     int64_t i = 0;
-    for (; i + 8 <= k; i += 8) {
-        __m256 r = round_quotient(_mm256_loadu_ps(x + i), vs);
-        r = _mm256_min_ps(_mm256_max_ps(_mm256_add_ps(r, vzp), vlo), vhi);
-        const __m256i c = _mm256_cvtps_epi32(r);
-        const __m128i w = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
-        const __m128i b = _mm_xor_si128(_mm_packs_epi16(w, w), flip);
-        const int32_t lo4 = _mm_cvtsi128_si32(b), hi4 = _mm_extract_epi32(b, 1);
-        memcpy(out + (i / 4) * quad, &lo4, 4);
-        memcpy(out + (i / 4 + 1) * quad, &hi4, 4);
+    for (; i + 16 <= k; i += 16) {
+        const __m256i c0 = codes8<Offset>(x + i, vs, vinv, fast, vzp, vlo, vhi);
+        const __m256i c1 = codes8<Offset>(x + i + 8, vs, vinv, fast, vzp, vlo, vhi);
+        const __m256i w = _mm256_packs_epi32(c0, c1);  // per 128-bit lane: c0[0:4] c1[0:4] | c0[4:8] c1[4:8]
+        const __m256i b = _mm256_permutevar8x32_epi32(_mm256_xor_si256(_mm256_packs_epi16(w, w), flip), order);
+        _mm_storeu_si128(reinterpret_cast<__m128i*>(out + i), _mm256_castsi256_si128(b));
     }
     const uint8_t bias = a.shift ? 128 : 0;
-    for (; i < a.kq * 4; ++i) {
-        const int32_t c = i < k ? code_of(x[i], scale, zp, layer.qmin, layer.qmax) : 0;
-        out[(i / 4) * quad + i % 4] = uint8_t(c + bias);
-    }
+    for (; i < a.lda(); ++i) out[i] = uint8_t((i < k ? code_of(x[i], scale, zp, layer.qmin, layer.qmax) : 0) + bias);
 }
 
 }  // namespace
@@ -150,8 +168,11 @@ bool quantize_rows_avx2(const QnInt8Layer& layer, const float* x, int64_t r0, in
         if (!finite) return false;
         a.scale[r] = scale;
         a.offset[r] = zp + (a.shift ? 128 : 0);
-        uint8_t* block = a.ap + (r / a.mr) * a.kq * a.mr * 4;
-        pack_row(row, k, scale, zp, layer, a, block, int(r % a.mr));
+        if (layer.act_mode == QN_ACT_TOKEN_SYM) {
+            pack_row<false>(row, k, scale, zp, layer, a, a.ap + r * a.lda());
+        } else {
+            pack_row<true>(row, k, scale, zp, layer, a, a.ap + r * a.lda());
+        }
     }
     return true;
 }
@@ -179,34 +200,6 @@ bool prepare_rows_avx2(const QnWeightOnlyLayer& layer, const float* x, int64_t r
         }
     }
     return true;
-}
-
-void int8_epilogue_avx2(const Int8Call& call, const int32_t* acc, int64_t ld_acc, int64_t r0, int rows, int64_t c0,
-                        int64_t cols) {
-    const QnInt8Layer& layer = *call.layer;
-    const int64_t n = layer.n;
-    for (int i = 0; i < rows; ++i) {
-        const int64_t row = r0 + i;
-        const __m256 s = _mm256_set1_ps(call.a.scale[row]);
-        const __m256i off = _mm256_set1_epi32(call.a.offset[row]);
-        float* y = call.y + row * n;
-        for (int64_t j = 0; j < cols; j += 8) {
-            const int64_t c = c0 + j;
-            if (c >= n) break;
-            __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(acc + i * ld_acc + j));
-            v = _mm256_sub_epi32(v, _mm256_mullo_epi32(off, _mm256_loadu_si256(
-                                                               reinterpret_cast<const __m256i*>(layer.colsum + c))));
-            __m256 f = _mm256_mul_ps(_mm256_mul_ps(_mm256_cvtepi32_ps(v), s), _mm256_loadu_ps(layer.wscale + c));
-            if (layer.bias) f = _mm256_add_ps(f, _mm256_loadu_ps(layer.bias + c));
-            if (c + 8 <= n) {
-                _mm256_storeu_ps(y + c, f);
-            } else {
-                const __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-                const __m256i mask = _mm256_cmpgt_epi32(_mm256_set1_epi32(int32_t(n - c)), lane);
-                _mm256_maskstore_ps(y + c, mask, f);
-            }
-        }
-    }
 }
 
 }  // namespace qn
