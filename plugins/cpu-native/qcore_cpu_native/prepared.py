@@ -28,20 +28,22 @@ class Prepared:
     tensors: tuple[torch.Tensor, ...]
     n: int
     k: int
+    address: int = attrs.field(init=False)
 
-    @property
-    def address(self) -> int:
-        return ctypes.addressof(self.layer)
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "address", ctypes.addressof(self.layer))
 
 
 def run(p: Prepared, x: torch.Tensor) -> torch.Tensor:
-    rows = linear_rows(x, p.k, check=False).detach()
+    """y = linear(x) for (..., K) float x; a few microseconds of Python around the library call."""
+    rows = linear_rows(x, p.k, check=False)
     y = torch.empty(rows.shape[0], p.n, dtype=torch.float32)
     status = p.entry(p.address, rows.data_ptr(), rows.shape[0], y.data_ptr(), torch.get_num_threads())
-    if status == NONFINITE:
-        check_finite(rows, "linear input")
-    check(status, f"cpu-native/{p.name}")
-    return y.reshape(*x.shape[:-1], p.n)
+    if status:
+        if status == NONFINITE:
+            check_finite(rows, "linear input")
+        check(status, f"cpu-native/{p.name}")
+    return y if x.ndim == 2 else y.view(*x.shape[:-1], p.n)
 
 
 def pointer(t: torch.Tensor | None) -> int | None:
