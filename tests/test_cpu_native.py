@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import attrs
 import numpy as np
 import pytest
 import torch
@@ -121,6 +122,18 @@ def test_unbuilt_library_makes_the_backend_unavailable_with_the_reason(monkeypat
     assert not info.available and info.reason == "the compiled library is not built"
     request = KernelRequest("linear", scheme=PRESETS["w8a8-dynamic"], shape=(1, 64, 64))
     assert kernel("int8-avx2").check(request, None).reason == "the compiled library is not built"
+
+
+def test_a_cpu_without_avx2_makes_the_backend_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    lib = library()
+    assert not isinstance(lib, Unavailable)
+    old = attrs.evolve(lib, features=0)
+    monkeypatch.setattr(plugin, "library", lambda: old)
+    monkeypatch.setattr(isas, "library", lambda: old)
+    [info] = plugin.qcore_hardware()
+    assert not info.available and "lacks avx2+fma" in info.reason
+    request = KernelRequest("linear", scheme=PRESETS["w4a16"], shape=(1, 128, 16))
+    assert "lacks avx2+fma, avx512f/bw/vl/dq" in kernel("weight-only-avx512").check(request, None).reason
 
 
 def test_kernels_decline_what_the_cpu_lacks_or_the_cap_leaves_out(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -20,8 +20,9 @@ void int8_tile(const Int8Call& call, int64_t task) {
     const int64_t r_begin = rt * call.row_tile, r_end = imin(call.m, r_begin + call.row_tile);
     const int64_t p_begin = ct * call.col_tile, p_end = imin(panels, p_begin + call.col_tile);
     alignas(64) int32_t acc[kTileRows * kTileCols];
-    for (int64_t q0 = 0; q0 < kq; q0 += kChunkQuads) {
-        const int64_t chunk = imin(kChunkQuads, kq - q0);
+    const int64_t step = r_end - r_begin > Kernel::kRows ? kChunkQuads : kq;  // one row block: nothing to reuse
+    for (int64_t q0 = 0; q0 < kq; q0 += step) {
+        const int64_t chunk = imin(step, kq - q0);
         for (int64_t p = p_begin; p < p_end; p += Kernel::kPanels) {
             const int np = int(imin(Kernel::kPanels, p_end - p));
             const int8_t* b = layer.bp + p * panel_bytes + q0 * 64;
