@@ -115,11 +115,15 @@ def onnx_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_minilm_onnxruntime(benchmark, bench_record, minilm, features, reference, onnx_dir, variant) -> None:
     from sentence_transformers import SentenceTransformer
 
-    kwargs = {}
+    import onnxruntime
+
+    options = onnxruntime.SessionOptions()
+    options.intra_op_num_threads = torch.get_num_threads()  # the same cores as the PyTorch rows
+    model_kwargs: dict[str, object] = {"session_options": options}
     if variant == "int8":
         [file] = sorted((onnx_dir / "onnx").glob(f"model_*int8_{_ort_config()}.onnx"))
-        kwargs = {"model_kwargs": {"file_name": str(file.relative_to(onnx_dir))}}
-    model = SentenceTransformer(str(onnx_dir), backend="onnx", device="cpu", **kwargs)
+        model_kwargs["file_name"] = str(file.relative_to(onnx_dir))
+    model = SentenceTransformer(str(onnx_dir), backend="onnx", device="cpu", model_kwargs=model_kwargs)
     name = f"onnxruntime-{variant}" + (f"-{_ort_config()}" if variant == "int8" else "")
     label = f"{name} (sentence-transformers ONNX backend; {_quality(minilm, model, reference)})"
     _record(benchmark, bench_record, name, label, features, baseline=False)

@@ -51,11 +51,12 @@ struct WeightOnlyCall {
 };
 
 // Activation quantization (avx2 file, used by every int8 ISA): rows [r0, r1) of x into a.
-// Returns true when a NaN or Inf was seen (nothing else is then trusted).
+// False when a NaN or Inf was seen (nothing else is then trusted).
 bool quantize_rows_avx2(const QnInt8Layer& layer, const float* x, int64_t r0, int64_t r1, const PackedRows& a);
-// Weight-only preparation of rows [r0, r1): padded copy of x and per-group sums. True on NaN/Inf.
+// Weight-only preparation of rows [r0, r1): zero-padded copy of x (each k scaled by 2^(-4 (k % 4)) when
+// `prescale`, for the AVX2 int4 kernel) and per-group sums of x. False on NaN/Inf.
 bool prepare_rows_avx2(const QnWeightOnlyLayer& layer, const float* x, int64_t r0, int64_t r1, float* xpad,
-                       int64_t ldx, float* xsum);
+                       int64_t ldx, float* xsum, bool prescale);
 
 // One task of the GEMM: a tile of row_tile rows × col_tile panels.
 void int8_tile_avx2(const Int8Call& call, int64_t task);

@@ -134,9 +134,10 @@ extern "C" int32_t qn_linear_weight_only(const QnWeightOnlyLayer* layer, const f
     const size_t x_bytes = round64(size_t(m * ldx) * sizeof(float));
     float* xpad = static_cast<float*>(scratch(x_bytes + size_t(m * groups) * sizeof(float)));
     float* xsum = layer->zeros ? reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(xpad) + x_bytes) : nullptr;
+    const bool prescale = layer->isa == QN_F_AVX2 && layer->bits == 4;
     std::atomic<bool> bad{false};
     parallel(ceil_div(m, 16), threads, [&](int64_t t) {
-        if (!prepare_rows_avx2(*layer, x, t * 16, imin(m, (t + 1) * 16), xpad, ldx, xsum)) bad = true;
+        if (!prepare_rows_avx2(*layer, x, t * 16, imin(m, (t + 1) * 16), xpad, ldx, xsum, prescale)) bad = true;
     });
     if (bad) return QN_NONFINITE;
     const int64_t panels = ceil_div(layer->n, kPanel), row_tasks = ceil_div(m, kRowTile);

@@ -40,8 +40,9 @@ typedef struct {
 } QnInt8Layer;
 
 // One weight-only layer. bits 8: bp[panel][k][channel % 16] int8 codes, one group spanning K.
-// bits 4: bp[panel][k / 8][channel % 16] uint32, nibble j holding the 4-bit field of k + j (two's
-// complement when signed_codes). scales and zeros (zero-points as floats): [panel][group][channel % 16].
+// bits 4: bp[panel][k / 8][channel % 16] uint32, nibble j holding k + j as an unsigned field: code + 8 when
+// signed_codes (int4), the code itself otherwise (uint4). scales and zeros (zero-points as floats):
+// [panel][group][channel % 16].
 typedef struct {
     int32_t isa;          // QnFloatIsa
     int32_t bits;         // 8 or 4

@@ -178,7 +178,8 @@ bool quantize_rows_avx2(const QnInt8Layer& layer, const float* x, int64_t r0, in
 }
 
 bool prepare_rows_avx2(const QnWeightOnlyLayer& layer, const float* x, int64_t r0, int64_t r1, float* xpad,
-                       int64_t ldx, float* xsum) {
+                       int64_t ldx, float* xsum, bool prescale) {
+    const __m256 scales = _mm256_setr_ps(1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f, 1.0f, 0x1p-4f, 0x1p-8f, 0x1p-12f);
     const int64_t k = layer.k, g = layer.group;
     for (int64_t r = r0; r < r1; ++r) {
         const float* row = x + r * k;
@@ -186,6 +187,7 @@ bool prepare_rows_avx2(const QnWeightOnlyLayer& layer, const float* x, int64_t r
         float* out = xpad + r * ldx;
         memcpy(out, row, size_t(k) * sizeof(float));
         memset(out + k, 0, size_t(ldx - k) * sizeof(float));
+        for (int64_t i = 0; prescale && i < ldx; i += 8) _mm256_storeu_ps(out + i, _mm256_mul_ps(_mm256_loadu_ps(out + i), scales));
         if (!xsum) continue;
         for (int64_t j = 0; j * g < k; ++j) {
             __m256d acc = _mm256_setzero_pd();

@@ -96,7 +96,7 @@ struct Avx512 {
         const uint32_t* b = static_cast<const uint32_t*>(layer.bp) + p * k8 * kPanel;
         const float* x = call.x + r * call.ldx;
         const __m512 table = layer.signed_codes
-            ? _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, -8, -7, -6, -5, -4, -3, -2, -1)
+            ? _mm512_setr_ps(-8, -7, -6, -5, -4, -3, -2, -1, 0, 1, 2, 3, 4, 5, 6, 7)
             : _mm512_setr_ps(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
         __m512 y[R];
         for (int i = 0; i < R; ++i) y[i] = _mm512_setzero_ps();

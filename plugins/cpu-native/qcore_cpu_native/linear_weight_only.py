@@ -32,7 +32,7 @@ def prepare(isa: Isa, w: LinearWeights) -> Prepared:
     assert group is not None
     groups = k // group
     bits = spec.bits
-    bp = packing.int8_columns(codes) if bits == 8 else packing.int4_words(codes)
+    bp = packing.int8_columns(codes) if bits == 8 else packing.int4_words(codes, spec.info.signed)
     scales = packing.per_group(q.scale.detach().cpu(), n, groups)
     zp = q.zero_point.detach().cpu()
     zeros = packing.per_group(zp, n, groups) if bool(zp.ne(0).any()) else None

@@ -42,14 +42,16 @@ def int8_columns(codes: torch.Tensor) -> torch.Tensor:
     return padded.reshape(panels(n), PANEL, k).permute(0, 2, 1).contiguous()
 
 
-def int4_words(codes: torch.Tensor) -> torch.Tensor:
+def int4_words(codes: torch.Tensor, signed: bool) -> torch.Tensor:
     """4-bit codes (N, K) → bp[panel][k / 8][channel % 16] 32-bit words, field j (bits 4j..4j+3) holding k + j.
 
-    Fields are the canonical two's complement (int4) or plain (uint4) nibbles; k is padded to 8 with 0.
+    Fields hold code + 8 for int4 (offset binary: 0..15 for -8..7) and the code for uint4, so every field is
+    an unsigned index; k is padded to 8 with code 0.
     """
     n, k = codes.shape
     k8 = -(-k // 8)
-    fields = _pad(codes.to(torch.int64) & 0xF, panels(n) * PANEL, k8 * 8).reshape(panels(n), PANEL, k8, 8)
+    padded = _pad(codes.to(torch.int64), panels(n) * PANEL, k8 * 8) + (8 if signed else 0)
+    fields = padded.reshape(panels(n), PANEL, k8, 8)
     words = (fields << (4 * torch.arange(8, dtype=torch.int64))).sum(-1)
     words = torch.where(words >= 2**31, words - 2**32, words).to(torch.int32)
     return words.permute(0, 2, 1).contiguous()
