@@ -37,17 +37,17 @@ BENCH_ARGS := -p no:cacheprovider -o addopts= -q --benchmark-only --benchmark-co
 	--benchmark-max-time=1.0 --benchmark-min-rounds=10
 FINGERPRINT = $(shell $(PY) -c "from qcore.hardware import detect; print(detect().fingerprint)")
 MINILM_REPORT := --targets none --baseline "the fp32 model"
-# A CPU without AVX-512 or VNNI, on this one: MKL, ATen and cpu-native held to AVX2 (fbgemm and ORT are not), with
-# an autotune cache of its own (the hardware fingerprint does not see the limits).
-AVX2_ONLY := QCORE_CPU_NATIVE_ISA=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2 \
-	QCORE_CACHE_DIR=$(CURDIR)/.benchmarks/cache-avx2-only
+# A CPU without AVX-512 or VNNI, on this one: MKL, ATen and cpu-native held to AVX2 (fbgemm and ORT are not).
+AVX2_ONLY := QCORE_CPU_NATIVE_ISA=avx2 MKL_ENABLE_INSTRUCTIONS=AVX2 ATEN_CPU_CAPABILITY=avx2
 # One thread, timed in CPU time: what each kernel costs a core, unmoved by other processes on a shared machine.
-ONE_THREAD := OMP_NUM_THREADS=1 QCORE_CACHE_DIR=$(CURDIR)/.benchmarks/cache-1thread
+ONE_THREAD := OMP_NUM_THREADS=1
 ONE_THREAD_ARGS := --benchmark-timer=time.process_time
 
-# $(call bench_run,RESULT,TEST FILE,TITLE,REPORT ARGS,ENVIRONMENT,PYTEST ARGS): bench/results/RESULT-<fingerprint>.md
+# $(call bench_run,RESULT,TEST FILE,TITLE,REPORT ARGS,ENVIRONMENT,PYTEST ARGS): bench/results/RESULT-<fingerprint>.md.
+# Each result autotunes into a cache of its own: the hardware fingerprint does not see thread or ISA limits.
 define bench_run
-	$(5) $(PY) -m pytest $(2) $(BENCH_ARGS) $(6) --benchmark-json=.benchmarks/$(1).json
+	QCORE_CACHE_DIR=$(CURDIR)/.benchmarks/cache-$(1) $(5) $(PY) -m pytest $(2) $(BENCH_ARGS) $(6) \
+		--benchmark-json=.benchmarks/$(1).json
 	$(PY) bench/report.py --json .benchmarks/$(1).json --title "$(3)" $(4) --out bench/results/$(1)-$(FINGERPRINT).md
 endef
 
@@ -69,6 +69,11 @@ bench-1thread: $(VENV)/.bench
 		$(ONE_THREAD),$(ONE_THREAD_ARGS))
 	$(call bench_run,minilm-1thread,bench/test_minilm.py,qcore MiniLM end to end one thread CPU time,\
 		$(MINILM_REPORT),$(ONE_THREAD),$(ONE_THREAD_ARGS))
+	$(call bench_run,cpu-native-avx2-only-1thread,bench/test_cpu_native.py,\
+		cpu-native held to AVX2 one thread CPU time,,$(ONE_THREAD) $(AVX2_ONLY),$(ONE_THREAD_ARGS))
+	$(call bench_run,minilm-avx2-only-1thread,bench/test_minilm.py,\
+		qcore MiniLM end to end held to AVX2 one thread CPU time,$(MINILM_REPORT),$(ONE_THREAD) $(AVX2_ONLY),\
+		$(ONE_THREAD_ARGS) -k "test_minilm_fp32 or w8a8-dynamic")
 
 clean:
 	rm -rf $(VENV) .pytest_cache .benchmarks

@@ -10,6 +10,7 @@
 
 #define QN_EPILOGUE_ZMM
 #include "int8_epilogue.h"
+#include "chains.h"
 #include "int8_tile.h"
 
 namespace qn {
@@ -38,10 +39,7 @@ struct Avx512Vnni {
                 for (int p = 0; p < P; ++p) c[j][r][p] = _mm512_dpbusd_epi32(c[j][r][p], av, bv[p]);
             }
         };
-        int64_t q = 0;
-        for (; q + A <= kq; q += A)
-            for (int j = 0; j < A; ++j) step(j, q + j);
-        for (; q < kq; ++q) step(0, q);
+        chained_loop<A>(kq, step);
         for (int j = 1; j < A; ++j)
             for (int r = 0; r < R; ++r)
                 for (int p = 0; p < P; ++p) c[0][r][p] = _mm512_add_epi32(c[0][r][p], c[j][r][p]);

@@ -8,6 +8,7 @@
 #pragma GCC target("avx2,fma,avxvnni")
 
 #include "int8_epilogue.h"
+#include "chains.h"
 #include "int8_tile.h"
 
 namespace qn {
@@ -39,10 +40,7 @@ struct AvxVnni {
                 c[j][r][1] = _mm256_dpbusd_avx_epi32(c[j][r][1], av, b1);
             }
         };
-        int64_t q = 0;
-        for (; q + A <= kq; q += A)
-            for (int j = 0; j < A; ++j) step(j, q + j);
-        for (; q < kq; ++q) step(0, q);
+        chained_loop<A>(kq, step);
         for (int j = 1; j < A; ++j)
             for (int r = 0; r < R; ++r) {
                 c[0][r][0] = _mm256_add_epi32(c[0][r][0], c[j][r][0]);

@@ -16,6 +16,7 @@ constexpr int64_t kTileRows = 72, kTileCols = 128, kChunkQuads = 96;
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
+
 // Activation rows quantized for the int8 micro-kernels: row-major codes, each row padded with zero codes to
 // whole quads of k (lda = 4 · kq bytes), so a micro-kernel broadcasts 4 codes of a row at a time. Signed
 // codes, or codes + 128 as bytes when `shift` (the u8 × s8 of vpdpbusd).

@@ -9,6 +9,7 @@
 
 #pragma GCC target("avx2,fma")
 
+#include "chains.h"
 #include "wo_tile.h"
 
 namespace qn {
@@ -98,10 +99,7 @@ struct Avx2 {
             sums.fma(j, x + k, call.ldx, _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(raw)),
                      _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(raw, raw))));
         };
-        int64_t k = 0;
-        for (; k + A <= layer.k; k += A)
-            for (int j = 0; j < A; ++j) step(j, k + j);
-        for (; k < layer.k; ++k) step(0, k);
+        chained_loop<A>(layer.k, step);
         float y[R][kPanel] = {};
         finish_group<R, A>(call, r, p, 0, sums, y);
         store_rows<R>(call, r, p, y);

@@ -9,6 +9,7 @@
 #pragma GCC target("avx2,fma,avx512f,avx512bw,avx512vl,avx512dq")
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"  // GCC 12 false positive on _mm512_undefined_* (bug 105593)
 
+#include "chains.h"
 #include "wo_tile.h"
 
 namespace qn {
@@ -73,10 +74,7 @@ struct Avx512 {
             const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(b + k * 16));
             sums.fma(j, x + k, call.ldx, _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(raw)));
         };
-        int64_t k = 0;
-        for (; k + A <= layer.k; k += A)
-            for (int j = 0; j < A; ++j) step(j, k + j);
-        for (; k < layer.k; ++k) step(0, k);
+        chained_loop<A>(layer.k, step);
         __m512 y[R];
         for (int i = 0; i < R; ++i) y[i] = _mm512_setzero_ps();
         finish_group<R, A>(call, r, p, 0, sums, y);
