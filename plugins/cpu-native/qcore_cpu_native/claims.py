@@ -43,7 +43,8 @@ def int8_activations(a: QuantSpec | None) -> str | None:
     if a.dtype != "int8":
         return f"{a.dtype} activations: the integer GEMM takes int8 codes (|a| ≤ 128 keeps pair sums in int16)"
     if a.dynamic and a.granularity != "token":
-        return f"dynamic {a.granularity} activation scales: the kernel quantizes per token (dynamic) or per tensor (static)"
+        return (f"dynamic {a.granularity} activation scales: the kernel quantizes per token (dynamic) or per "
+                "tensor (static)")
     if not a.dynamic and a.granularity != "tensor":
         return f"static {a.granularity} activation qparams depend on the calibration shape; use per tensor"
     return None

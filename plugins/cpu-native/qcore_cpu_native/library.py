@@ -13,8 +13,10 @@ import importlib.util
 import platform
 
 import attrs
+import torch
 
 from qcore.errors import NonFiniteError
+from qcore.qparams import check_finite
 
 MODULE = "qcore_cpu_native._kernels"
 
@@ -76,8 +78,7 @@ def library() -> Library | Unavailable:
     if spec is None or not spec.origin:
         return Unavailable(f"the compiled library {MODULE} is not built: reinstall the plugin with a C++ "
                            "compiler present (pip install -e plugins/cpu-native)")
-    import torch  # noqa: F401  (torch's libgomp must be loaded first, so the kernels share its threads)
-
+    # torch is imported above: its libgomp is loaded before this library, which then shares its threads
     try:
         lib = ctypes.CDLL(spec.origin)
         functions = _bind(lib)
@@ -86,11 +87,12 @@ def library() -> Library | Unavailable:
     return Library(*functions, features=int(lib.qn_cpu_features()), path=spec.origin)
 
 
-def check(status: int, what: str) -> None:
-    """Turn a C status into the error it stands for (NONFINITE is handled by the caller, which has the input)."""
+def check(status: int, what: str, rows: torch.Tensor) -> None:
+    """Turn a C status into the error it stands for; on NaN/Inf in `rows`, the contract's (`check_finite`)."""
     if status == OK:
         return
     if status == NONFINITE:
+        check_finite(rows, f"{what} input")
         raise NonFiniteError(f"{what}: non-finite input")
     if status == NO_ISA:
         raise RuntimeError(f"{what}: this CPU lacks the instructions of the kernel (see `qcore backends`)")

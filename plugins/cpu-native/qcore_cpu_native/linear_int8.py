@@ -14,12 +14,11 @@ import torch
 
 from qcore.errors import SpecError
 from qcore.kernels import KernelRequest, LinearWeights, QTensor, Support, linear_rows
-from qcore.qparams import check_finite
 from qcore.spec import QuantSpec
 from qcore_cpu_native import packing
 from qcore_cpu_native.claims import answer, int8_activations, int8_weights, k_limit
 from qcore_cpu_native.isa import Isa, unavailable
-from qcore_cpu_native.library import NONFINITE, Int8Layer, Unavailable, check, library
+from qcore_cpu_native.library import Int8Layer, Unavailable, check, library
 from qcore_cpu_native.prepared import Prepared, pointer
 
 TOKEN_SYM, TOKEN_ASYM, STATIC = 0, 1, 2
@@ -91,9 +90,7 @@ def activation_codes(x: torch.Tensor, spec: QuantSpec, scale: torch.Tensor | Non
     zps = torch.empty(m, dtype=torch.int32)
     status = lib.quantize_rows(ctypes.addressof(layer), rows.data_ptr(), m, codes.data_ptr(), scales.data_ptr(),
                                zps.data_ptr())
-    if status == NONFINITE:
-        check_finite(rows, "activation_codes input")
-    check(status, "activation_codes")
+    check(status, "activation_codes", rows)
     lead = x.shape[:-1]
     if spec.dynamic:
         return QTensor(codes.reshape(*lead, k), scales.reshape(lead), zps.reshape(lead), spec)

@@ -14,8 +14,7 @@ import attrs
 import torch
 
 from qcore.kernels import linear_rows
-from qcore.qparams import check_finite
-from qcore_cpu_native.library import NONFINITE, check
+from qcore_cpu_native.library import check
 
 
 @attrs.frozen(eq=False)
@@ -40,9 +39,7 @@ def run(p: Prepared, x: torch.Tensor) -> torch.Tensor:
     y = torch.empty(rows.shape[0], p.n, dtype=torch.float32)
     status = p.entry(p.address, rows.data_ptr(), rows.shape[0], y.data_ptr(), torch.get_num_threads())
     if status:
-        if status == NONFINITE:
-            check_finite(rows, "linear input")
-        check(status, f"cpu-native/{p.name}")
+        check(status, "linear", rows)
     return y if x.ndim == 2 else y.view(*x.shape[:-1], p.n)
 
 
