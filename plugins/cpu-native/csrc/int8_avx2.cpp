@@ -59,6 +59,6 @@ struct Avx2 {
 
 }  // namespace
 
-void int8_tile_avx2(const Int8Call& call, int64_t task) { int8_tile<Avx2>(call, task); }
+void int8_tile_avx2(const Int8Call& call, int64_t rt, int64_t ct) { int8_tile<Avx2>(call, rt, ct); }
 
 }  // namespace qn

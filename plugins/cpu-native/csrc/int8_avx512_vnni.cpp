@@ -71,6 +71,6 @@ struct Avx512Vnni {
 
 }  // namespace
 
-void int8_tile_avx512_vnni(const Int8Call& call, int64_t task) { int8_tile<Avx512Vnni>(call, task); }
+void int8_tile_avx512_vnni(const Int8Call& call, int64_t rt, int64_t ct) { int8_tile<Avx512Vnni>(call, rt, ct); }
 
 }  // namespace qn

@@ -67,6 +67,6 @@ struct AvxVnni {
 
 }  // namespace
 
-void int8_tile_avx_vnni(const Int8Call& call, int64_t task) { int8_tile<AvxVnni>(call, task); }
+void int8_tile_avx_vnni(const Int8Call& call, int64_t rt, int64_t ct) { int8_tile<AvxVnni>(call, rt, ct); }
 
 }  // namespace qn

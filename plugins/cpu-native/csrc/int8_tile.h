@@ -12,11 +12,10 @@ namespace qn {
 namespace {
 
 template <class Kernel>
-void int8_tile(const Int8Call& call, int64_t task) {
+void int8_tile(const Int8Call& call, int64_t rt, int64_t ct) {
     const QnInt8Layer& layer = *call.layer;
     const int64_t kq = call.a.kq, panel_bytes = kq * 64;
     const int64_t panels = ceil_div(layer.n, kPanel);
-    const int64_t rt = task / call.col_tasks, ct = task % call.col_tasks;
     const int64_t r_begin = rt * call.row_tile, r_end = imin(call.m, r_begin + call.row_tile);
     const int64_t p_begin = ct * call.col_tile, p_end = imin(panels, p_begin + call.col_tile);
     alignas(64) int32_t acc[kTileRows * kTileCols];

@@ -59,12 +59,12 @@ bool quantize_rows_avx2(const QnInt8Layer& layer, const float* x, int64_t r0, in
 bool prepare_rows_avx2(const QnWeightOnlyLayer& layer, const float* x, int64_t r0, int64_t r1, float* xpad,
                        int64_t ldx, float* xsum, bool prescale);
 
-// One task of the GEMM: a tile of row_tile rows × col_tile panels.
-void int8_tile_avx2(const Int8Call& call, int64_t task);
-void int8_tile_avx_vnni(const Int8Call& call, int64_t task);
-void int8_tile_avx512_vnni(const Int8Call& call, int64_t task);
-void weight_only_tile_avx2(const WeightOnlyCall& call, int64_t task);
-void weight_only_tile_avx512(const WeightOnlyCall& call, int64_t task);
+// One task: row tile rt (row_tile rows, or kRowTile for weight-only) × column tile ct (col_tile panels).
+void int8_tile_avx2(const Int8Call& call, int64_t rt, int64_t ct);
+void int8_tile_avx_vnni(const Int8Call& call, int64_t rt, int64_t ct);
+void int8_tile_avx512_vnni(const Int8Call& call, int64_t rt, int64_t ct);
+void weight_only_tile_avx2(const WeightOnlyCall& call, int64_t rt, int64_t ct);
+void weight_only_tile_avx512(const WeightOnlyCall& call, int64_t rt, int64_t ct);
 
 // The row block (MR) each int8 ISA's micro-kernel takes; the activations are packed to match.
 constexpr int kRowsAvx2 = 4;

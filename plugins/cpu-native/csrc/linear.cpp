@@ -1,10 +1,12 @@
-// The entry points: argument checks, the ISA check, scratch space, and the two parallel phases of a call
-// (activation rows, then output tiles) on torch's own OpenMP pool: the library links libgomp.so.1, which
-// resolves to the copy torch has already loaded, so no second pool competes for the cores.
+// The entry points: argument checks, the ISA check, scratch space, and one parallel region per call on
+// torch's own OpenMP pool (the library links libgomp.so.1, which resolves to the copy torch has already
+// loaded, so no second pool competes for the cores). One region, not a pass over the rows and then one over
+// the outputs: where other processes share the cores, every join can wait a whole time slice for a thread.
 #include <omp.h>
 #include <string.h>
 
 #include <atomic>
+#include <memory>
 #include <vector>
 
 #include "internal.h"
@@ -58,14 +60,42 @@ bool int8_isa(int32_t isa, Int8Isa& out) {
     }
 }
 
-// Rows of activations quantized into `a` in parallel blocks; false on NaN/Inf.
-bool quantize_all(const QnInt8Layer& layer, const float* x, int64_t m, const PackedRows& a, int threads) {
-    const int64_t per_task = 16;
+constexpr int64_t kSerialPrepare = 1 << 16;  // below this many inputs, the calling thread prepares every row first
+
+// tile(rt, ct) for every row tile rt < row_tiles and column tile ct < col_tiles, in one parallel region.
+// The rows of a row tile are prepared (quantized, or copied and summed) by the first task that needs them
+// while later ones wait; consecutive tasks take different row tiles, so threads start on different ones.
+// False when a prepare saw NaN/Inf (the remaining tiles are then skipped; the caller raises).
+template <class Prepare, class Tile>
+bool run_tiles(int64_t row_tiles, int64_t col_tiles, int64_t inputs, int threads, const Prepare& prepare,
+               const Tile& tile) {
+    enum { kPending, kBusy, kReady };
+    const bool serial = inputs <= kSerialPrepare;
+    std::unique_ptr<std::atomic<int>[]> state(new std::atomic<int>[size_t(row_tiles)]);
+    for (int64_t rt = 0; rt < row_tiles; ++rt) {
+        if (serial && !prepare(rt)) return false;
+        state[rt].store(serial ? kReady : kPending, std::memory_order_relaxed);
+    }
     std::atomic<bool> bad{false};
-    parallel(ceil_div(m, per_task), threads, [&](int64_t t) {
-        if (!quantize_rows_avx2(layer, x, t * per_task, imin(m, (t + 1) * per_task), a)) bad = true;
+    parallel(row_tiles * col_tiles, threads, [&](int64_t t) {
+        const int64_t rt = t % row_tiles, ct = t / row_tiles;
+        int expected = kPending;
+        if (state[rt].compare_exchange_strong(expected, kBusy, std::memory_order_acquire)) {
+            if (!prepare(rt)) bad.store(true, std::memory_order_relaxed);
+            state[rt].store(kReady, std::memory_order_release);
+        } else {
+            while (state[rt].load(std::memory_order_acquire) != kReady) __builtin_ia32_pause();
+        }
+        if (!bad.load(std::memory_order_relaxed)) tile(rt, ct);
     });
     return !bad;
+}
+
+int64_t column_tile(int64_t panels, int64_t row_tiles, int threads, int step) {
+    const int64_t want = ceil_div(4 * int64_t(threads > 0 ? threads : 1), row_tiles);  // column tiles wanted
+    int64_t col_tile = panels / want;
+    col_tile = col_tile < 1 ? 1 : (col_tile > 8 ? 8 : col_tile);
+    return ceil_div(col_tile, step) * step;
 }
 
 PackedRows pack_space(const QnInt8Layer& layer, int64_t m, bool shift) {
@@ -88,16 +118,15 @@ extern "C" int32_t qn_linear_int8(const QnInt8Layer* layer, const float* x, int6
     if ((features() & isa.need) != isa.need) return QN_NO_ISA;
     if (!m) return QN_OK;
     const PackedRows a = pack_space(*layer, m, isa.shift);
-    if (!quantize_all(*layer, x, m, a, threads)) return QN_NONFINITE;
     const int64_t panels = ceil_div(layer->n, kPanel);
-    const int64_t row_tile = isa.rows * ceil_div(64, isa.rows), row_tasks = ceil_div(m, row_tile);
-    const int64_t want = ceil_div(4 * int64_t(threads > 0 ? threads : 1), row_tasks);  // column tasks wanted
-    int64_t col_tile = panels / want;
-    col_tile = col_tile < 1 ? 1 : (col_tile > 8 ? 8 : col_tile);
-    col_tile = ceil_div(col_tile, isa.panel_step) * isa.panel_step;
-    Int8Call call{layer, x, m, y, a, row_tile, col_tile, ceil_div(panels, col_tile)};
-    parallel(row_tasks * call.col_tasks, threads, [&](int64_t t) { isa.tile(call, t); });
-    return QN_OK;
+    const int64_t row_tile = isa.rows * ceil_div(64, isa.rows), row_tiles = ceil_div(m, row_tile);
+    const int64_t col_tile = column_tile(panels, row_tiles, threads, isa.panel_step);
+    const Int8Call call{layer, x, m, y, a, row_tile, col_tile, ceil_div(panels, col_tile)};
+    const bool finite = run_tiles(
+        row_tiles, call.col_tasks, m * layer->k, threads,
+        [&](int64_t rt) { return quantize_rows_avx2(*layer, x, rt * row_tile, imin(m, (rt + 1) * row_tile), a); },
+        [&](int64_t rt, int64_t ct) { isa.tile(call, rt, ct); });
+    return finite ? QN_OK : QN_NONFINITE;
 }
 
 extern "C" int32_t qn_quantize_rows(const QnInt8Layer* layer, const float* x, int64_t m, int8_t* codes, float* scales,
@@ -106,7 +135,7 @@ extern "C" int32_t qn_quantize_rows(const QnInt8Layer* layer, const float* x, in
     if (!(features() & QN_AVX2)) return QN_NO_ISA;
     if (!m) return QN_OK;
     const PackedRows a = pack_space(*layer, m, false);
-    if (!quantize_all(*layer, x, m, a, 1)) return QN_NONFINITE;
+    if (!quantize_rows_avx2(*layer, x, 0, m, a)) return QN_NONFINITE;
     for (int64_t r = 0; r < m; ++r) {
         memcpy(codes + r * layer->k, a.ap + r * a.lda(), size_t(layer->k));
         scales[r] = a.scale[r];
@@ -135,16 +164,14 @@ extern "C" int32_t qn_linear_weight_only(const QnWeightOnlyLayer* layer, const f
     float* xpad = static_cast<float*>(scratch(x_bytes + size_t(m * groups) * sizeof(float)));
     float* xsum = layer->zeros ? reinterpret_cast<float*>(reinterpret_cast<uint8_t*>(xpad) + x_bytes) : nullptr;
     const bool prescale = layer->isa == QN_F_AVX2 && layer->bits == 4;
-    std::atomic<bool> bad{false};
-    parallel(ceil_div(m, 16), threads, [&](int64_t t) {
-        if (!prepare_rows_avx2(*layer, x, t * 16, imin(m, (t + 1) * 16), xpad, ldx, xsum, prescale)) bad = true;
-    });
-    if (bad) return QN_NONFINITE;
-    const int64_t panels = ceil_div(layer->n, kPanel), row_tasks = ceil_div(m, kRowTile);
-    const int64_t want = ceil_div(4 * int64_t(threads > 0 ? threads : 1), row_tasks);
-    int64_t col_tile = panels / want;
-    col_tile = col_tile < 1 ? 1 : (col_tile > 8 ? 8 : col_tile);
-    WeightOnlyCall call{layer, xpad, ldx, xsum, m, y, col_tile, ceil_div(panels, col_tile)};
-    parallel(row_tasks * call.col_tasks, threads, [&](int64_t t) { tile(call, t); });
-    return QN_OK;
+    const int64_t panels = ceil_div(layer->n, kPanel), row_tiles = ceil_div(m, kRowTile);
+    const int64_t col_tile = column_tile(panels, row_tiles, threads, 1);
+    const WeightOnlyCall call{layer, xpad, ldx, xsum, m, y, col_tile, ceil_div(panels, col_tile)};
+    const bool finite = run_tiles(
+        row_tiles, call.col_tasks, m * layer->k, threads,
+        [&](int64_t rt) {
+            return prepare_rows_avx2(*layer, x, rt * kRowTile, imin(m, (rt + 1) * kRowTile), xpad, ldx, xsum, prescale);
+        },
+        [&](int64_t rt, int64_t ct) { tile(call, rt, ct); });
+    return finite ? QN_OK : QN_NONFINITE;
 }

@@ -160,6 +160,6 @@ struct Avx2 {
 
 }  // namespace
 
-void weight_only_tile_avx2(const WeightOnlyCall& call, int64_t task) { weight_only_tile<Avx2>(call, task); }
+void weight_only_tile_avx2(const WeightOnlyCall& call, int64_t rt, int64_t ct) { weight_only_tile<Avx2>(call, rt, ct); }
 
 }  // namespace qn

@@ -140,6 +140,6 @@ struct Avx512 {
 
 }  // namespace
 
-void weight_only_tile_avx512(const WeightOnlyCall& call, int64_t task) { weight_only_tile<Avx512>(call, task); }
+void weight_only_tile_avx512(const WeightOnlyCall& call, int64_t rt, int64_t ct) { weight_only_tile<Avx512>(call, rt, ct); }
 
 }  // namespace qn

@@ -1,14 +1,14 @@
 // The loop over one weight-only task (rows × panels), shared by the weight-only ISA files and compiled
-// once per ISA. `Kernel::run(call, rows, r, p)` computes rows [r, r + rows) of output panel p.
+// once per ISA: rows of row tile rt × panels of column tile ct. `Kernel::run(call, rows, r, p)` computes
+// rows [r, r + rows) of output panel p.
 #pragma once
 
 namespace qn {
 namespace {
 
 template <class Kernel>
-void weight_only_tile(const WeightOnlyCall& call, int64_t task) {
+void weight_only_tile(const WeightOnlyCall& call, int64_t rt, int64_t ct) {
     const int64_t panels = ceil_div(call.layer->n, kPanel);
-    const int64_t rt = task / call.col_tasks, ct = task % call.col_tasks;
     const int64_t r_begin = rt * kRowTile, r_end = imin(call.m, r_begin + kRowTile);
     const int64_t p_begin = ct * call.col_tile, p_end = imin(panels, p_begin + call.col_tile);
     for (int64_t p = p_begin; p < p_end; ++p)
