@@ -48,7 +48,7 @@ struct Int8Isa {
     int rows;
     bool shift;
     int panel_step;
-    void (*tile)(const Int8Call&, int64_t);
+    void (*tile)(const Int8Call&, int64_t, int64_t);
 };
 
 bool int8_isa(int32_t isa, Int8Isa& out) {
@@ -151,7 +151,7 @@ extern "C" int32_t qn_linear_weight_only(const QnWeightOnlyLayer* layer, const f
         (layer->bits == 4 && layer->group % 8 && layer->group != layer->k))
         return QN_BAD_ARGS;
     uint32_t need;
-    void (*tile)(const WeightOnlyCall&, int64_t);
+    void (*tile)(const WeightOnlyCall&, int64_t, int64_t);
     switch (layer->isa) {
         case QN_F_AVX2: need = QN_AVX2; tile = weight_only_tile_avx2; break;
         case QN_F_AVX512: need = QN_AVX512; tile = weight_only_tile_avx512; break;
