@@ -16,7 +16,6 @@ constexpr int64_t kTileRows = 72, kTileCols = 128, kChunkQuads = 96;
 inline int64_t ceil_div(int64_t a, int64_t b) { return (a + b - 1) / b; }
 inline int64_t imin(int64_t a, int64_t b) { return a < b ? a : b; }
 
-
 // Activation rows quantized for the int8 micro-kernels: row-major codes, each row padded with zero codes to
 // whole quads of k (lda = 4 · kq bytes), so a micro-kernel broadcasts 4 codes of a row at a time. Signed
 // codes, or codes + 128 as bytes when `shift` (the u8 × s8 of vpdpbusd).
@@ -43,7 +42,7 @@ constexpr int64_t kRowTile = 64;  // weight-only rows per task: their padded x s
 
 struct WeightOnlyCall {
     const QnWeightOnlyLayer* layer;
-    const float* x;       // rows padded to `ldx` floats with zeros (k rounded up to 8)
+    const float* x;       // rows padded to `ldx` floats with zeros (k rounded up to 16)
     int64_t ldx;
     const float* xsum;    // [m][groups], the sums the zero-points multiply (NULL when zeros is NULL)
     int64_t m;
@@ -66,7 +65,7 @@ void int8_tile_avx512_vnni(const Int8Call& call, int64_t rt, int64_t ct);
 void weight_only_tile_avx2(const WeightOnlyCall& call, int64_t rt, int64_t ct);
 void weight_only_tile_avx512(const WeightOnlyCall& call, int64_t rt, int64_t ct);
 
-// The row block (MR) each int8 ISA's micro-kernel takes; the activations are packed to match.
+// The row block (MR) each int8 ISA's micro-kernel takes; a task's rows are a multiple of it.
 constexpr int kRowsAvx2 = 4;
 constexpr int kRowsAvxVnni = 6;
 constexpr int kRowsAvx512Vnni = 8;

@@ -2,7 +2,6 @@
 // torch's own OpenMP pool (the library links libgomp.so.1, which resolves to the copy torch has already
 // loaded, so no second pool competes for the cores). One region, not a pass over the rows and then one over
 // the outputs: where other processes share the cores, every join can wait a whole time slice for a thread.
-#include <omp.h>
 #include <string.h>
 
 #include <atomic>

@@ -1,7 +1,7 @@
 """w8a8 (dynamic per-token or static per-tensor int8 activations × int8 per-channel weights) on the int8 GEMMs.
 
-One pass over x per row computes the contract's qparams and codes and writes them in the packed layout
-the micro-kernel reads; the micro-kernel sums int8 × int8 products exactly in int32 on pre-packed weight
+One pass over x (two sweeps over each row while it is in L1) computes the contract's qparams and codes
+and writes them in the layout the micro-kernel reads; the micro-kernel sums int8 × int8 products exactly in int32 on pre-packed weight
 panels; the epilogue subtracts zero-point × column sum, scales by row × channel and adds the bias.
 """
 
