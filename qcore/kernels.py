@@ -82,11 +82,11 @@ def linear_rows(x: torch.Tensor, k: int, keep: tuple[torch.dtype, ...] = (torch.
     Float dtypes in `keep` stay as they are (a kernel that widens half inputs
     itself reads them exactly); anything else becomes float32. ShapeError when
     the last axis is not K, NonFiniteError on NaN/Inf (not during CUDA graph
-    capture, see `check_finite`). `check=False` is for a kernel that finds
-    NaN/Inf in its own pass over the rows, before it writes any output, and
-    then raises through `check_finite(rows, "linear input")`: the separate scan
-    costs as much as quantizing the rows. Autograd history is kept: detach
-    first where a kernel cannot take it.
+    capture, see `check_finite`). `check=False` is for a kernel that tests
+    every value for NaN/Inf in its own pass over the rows and, when it finds
+    one, returns no result but raises through `check_finite(rows, "linear
+    input")`: the separate scan costs as much as quantizing the rows. Autograd
+    history is kept: detach first where a kernel cannot take it.
     """
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
