@@ -2,8 +2,8 @@
 
 Per call: the contract's input layout (`linear_rows`: shape, float32, contiguous), an output tensor, one
 ctypes call that releases the GIL and runs on torch's OpenMP threads. The library tests every input value
-for NaN/Inf in its first pass over the rows, before any output is written, so the separate scan is
-skipped; when it finds one, `check_finite` raises the contract's error.
+for NaN/Inf as it prepares the rows, so the separate scan is skipped; when it finds one the call returns
+no result and `check_finite` raises the contract's error.
 """
 
 from __future__ import annotations
