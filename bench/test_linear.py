@@ -16,9 +16,13 @@ from qcore.matcher import AUTO, Matcher
 from qcore.ops import linear_weights
 from qcore.plugins import get_manager
 
-SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (256, 1024, 4096), (128, 384, 1536)]
+SHAPES = [(1, 4096, 4096), (16, 4096, 4096), (256, 4096, 4096), (2048, 384, 1536), (2048, 1536, 384)]
+"""Decoding (M=1), small and large batches of a 4096-wide layer, and all-MiniLM-L6-v2's two Linear shapes
+(384↔1536) at M=2048 tokens."""
 SCHEMES = ["w8a8-dynamic", "w8a8", "w8a16", "w4a16", "fp16"]
 SLOW_BACKENDS = {"cpu-reference"}
+SLOW_MACS = 2**30
+"""The float64 NumPy oracle takes seconds a call beyond this many multiply-adds: it is timed below it only."""
 
 
 def _backends() -> list[str]:
@@ -52,6 +56,8 @@ def test_linear(benchmark, bench_record, shape, scheme_name, backend) -> None:
         pytest.skip(f"no backend can run {scheme_name}: {exc}")
     if selection.fallback_reason:
         pytest.skip(selection.fallback_reason)
+    if backend in SLOW_BACKENDS and shape[0] * shape[1] * shape[2] > SLOW_MACS:
+        pytest.skip(f"{backend} is the float64 oracle: timed up to {SLOW_MACS} multiply-adds only")
     x, w, b = _inputs(shape)
     kernel = selection.chosen
     prepared = kernel.prepare(linear_weights(scheme, w, b, sample=x))

@@ -100,7 +100,8 @@ class PackedTensor:
     spec: QuantSpec
 
 
-def linear_rows(x: torch.Tensor, k: int, keep: tuple[torch.dtype, ...] = (torch.float32,)) -> torch.Tensor:
+def linear_rows(x: torch.Tensor, k: int, keep: tuple[torch.dtype, ...] = (torch.float32,), *,
+                check: bool = True) -> torch.Tensor:
     """`x` (..., K) as the contiguous (M, K) matrix a linear kernel computes on, checked as the contract says.
 
     The public input check of linear kernels: call it first in ``fn`` and give
@@ -108,14 +109,19 @@ def linear_rows(x: torch.Tensor, k: int, keep: tuple[torch.dtype, ...] = (torch.
     Float dtypes in `keep` stay as they are (a kernel that widens half inputs
     itself reads them exactly); anything else becomes float32. ShapeError when
     the last axis is not K, NonFiniteError on NaN/Inf naming how many and the
-    first index (not during CUDA graph capture, see `check_finite`). Autograd
+    first index (not during CUDA graph capture, see `check_finite`).
+    `check=False` is for a kernel that tests every value for NaN/Inf in its
+    own pass over the rows and, when it finds one, returns no result but
+    raises through `check_finite(rows, "linear input")`: the separate scan
+    costs as much as quantizing the rows. Autograd
     history is kept: detach first where a kernel cannot take it.
     """
     if x.ndim == 0 or x.shape[-1] != k:
         raise ShapeError(f"linear expects input of shape (..., {k}), got {tuple(x.shape)}")
     rows = x.reshape(math.prod(x.shape[:-1]), k)
     rows = (rows if rows.dtype in keep else rows.to(torch.float32)).contiguous()
-    check_finite(rows, "linear input")
+    if check:
+        check_finite(rows, "linear input")
     return rows
 
 
