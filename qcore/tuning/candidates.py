@@ -19,9 +19,16 @@ from qcore.recipe import NONE, AlgorithmEntry, RecipeError, RecipeProblem, load_
 from qcore.spec import QuantScheme
 
 FLOAT = "float"
-DEFAULT_CANDIDATES: tuple[str, ...] = (FLOAT, "w8a16", "w8a8-dynamic+smoothquant", "w4a16+gptq", "w4a16-asym+gptq")
+_AWQ_GPTQ = ({"awq": {"clip": False}}, {"gptq": {"act_order": True, "damp": 0.1}})
+DEFAULT_CANDIDATES: tuple[str | Mapping[str, Any], ...] = (
+    FLOAT, "w8a16", "w8a8-dynamic+smoothquant",
+    {"name": "w4a16+awq+gptq", "scheme": "w4a16", "algorithms": list(_AWQ_GPTQ)},
+    {"name": "w4a16-asym+awq+gptq", "scheme": "w4a16-asym", "algorithms": list(_AWQ_GPTQ)},
+)
 """Keep float; 8-bit weights; 8-bit weights and dynamic activations after SmoothQuant; 4-bit weight groups of
-128, symmetric or with zero-points, both rounded by GPTQ."""
+128, symmetric or with zero-points, scaled by AWQ and rounded by GPTQ in input-energy order (the settings
+of `specs/recipes/minilm-w4a16.yaml`: AWQ's clipping off, since GPTQ does better from unclipped weights)."""
+
 
 @attrs.frozen
 class Candidate:
