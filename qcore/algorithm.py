@@ -185,10 +185,17 @@ class AlgorithmImpl:
 
 
 class ModelEdits:
-    """Parameter and buffer replacements made by algorithms, undone together by `rollback`."""
+    """What algorithms change in the float model while `quantize` runs, undone together by `rollback`.
+
+    Parameter and buffer replacements (`set`), and the input scales of layers
+    that apply 1/s themselves (`scale_input`): their weights already hold W·s,
+    so until QuantLinear replaces them the float layer must see x/s too, or
+    the model every later probe and calibration pass runs would be wrong.
+    """
 
     def __init__(self) -> None:
         self._original: dict[tuple[int, str], tuple[nn.Module, torch.Tensor]] = {}
+        self._hooks: dict[int, Any] = {}
 
     def set(self, module: nn.Module, name: str, value: torch.Tensor) -> None:
         current = getattr(module, name, None)
@@ -200,11 +207,29 @@ class ModelEdits:
         with torch.no_grad():
             current.copy_(value.to(device=current.device, dtype=current.dtype))
 
+    def scale_input(self, module: nn.Module, scale: Callable[[], torch.Tensor | None]) -> None:
+        """Until `release`, `module` multiplies its input by ``scale()`` (read at each call; None: nothing)."""
+        if id(module) in self._hooks:
+            return
+
+        def pre_hook(_m: nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            s = scale()
+            return None if s is None else (args[0] * s.to(args[0].device, args[0].dtype), *args[1:])
+
+        self._hooks[id(module)] = module.register_forward_pre_hook(pre_hook)
+
+    def release(self) -> None:
+        """Remove the input-scale hooks (the QuantLinear layers apply their scales from now on)."""
+        for handle in self._hooks.values():
+            handle.remove()
+        self._hooks.clear()
+
     def rollback(self) -> None:
         with torch.no_grad():
             for (_, name), (module, original) in self._original.items():
                 getattr(module, name).copy_(original)
         self._original.clear()
+        self.release()
 
     @contextlib.contextmanager
     def undo_on_error(self) -> Iterator[None]:
@@ -254,6 +279,16 @@ class AlgorithmContext:
     def edit(self, module: nn.Module, name: str, value: torch.Tensor) -> None:
         """Replace parameter or buffer `name` of `module` by `value` (same shape; cast to its dtype), undoably."""
         self._edits.set(module, name, value)
+
+    def scale_input(self, layer: LayerWork, factor: torch.Tensor) -> None:
+        """`layer` multiplies its input by `factor` (per channel) from now on, at run time too.
+
+        For a transform whose 1/s no preceding op can absorb: the factor goes
+        into `layer.input_scale` (the QuantLinear applies it), and the float
+        layer applies it meanwhile, so the model stays exact for later passes.
+        """
+        layer.input_scale = factor if layer.input_scale is None else layer.input_scale * factor
+        self._edits.scale_input(layer.module, lambda: layer.input_scale)
 
     def groups(self, layers: Sequence[LayerWork], mappings: Sequence[Any] = ()) -> list[Any]:
         """`layers` grouped by the op producing their input where a per-channel scale folds into it exactly.

@@ -334,7 +334,7 @@ def observe_transformed(model: nn.Module, layers: Sequence[LayerWork], observers
     targets = [w for w in layers if w.name in observers]
 
     def observe(layer: LayerWork, x: torch.Tensor) -> None:
-        observers[layer.name].observe(x if layer.input_scale is None else x * layer.input_scale.to(x.device))
+        observers[layer.name].observe(x)  # what the kernel will see: the layer's input scale is applied already
 
     with progress_bar(show) as bar:
         task = bar.add_task("calibrating transformed layers", total=source.limit)
@@ -376,6 +376,7 @@ def quantize(model: nn.Module, recipe: Recipe, data: CalibrationData | None, mat
             observe_transformed(model, layers, later, source, show)
         plan(layers, recipe, matcher)
         built, records = build_layers(layers)
+    edits.release()
     model = swap(model, built)
     attach(model, QuantState(recipe, records, info, matcher.hardware))
     return model

@@ -106,3 +106,15 @@ def test_explicit_mappings_are_resolved_per_block_and_verified() -> None:
         _flow(model, _llama_batches(), (bad,))
     with pytest.raises(QcoreError, match=r"mappings\[0\]: producer 'nothing' matches no module"):
         _flow(model, _llama_batches(), (balance.MappingSpec("nothing", ("x",)),))
+
+
+def test_a_scale_folds_through_relu_but_not_through_gelu() -> None:
+    """ReLU(x·d) = ReLU(x)·d for d > 0: the check finds the fold exact; GELU's is refused."""
+    torch.manual_seed(0)
+    data = [torch.randn(8, 16)]
+    relu = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8))
+    assert {(f.producer, f.consumers) for f in _flow(relu, data).folds} == {("0", ("2",))}
+    gelu = nn.Sequential(nn.Linear(16, 32), nn.GELU(), nn.Linear(32, 8))
+    flow = _flow(gelu, data)
+    assert not flow.folds and [r.producer for r in flow.rejected] == ["0"]
+

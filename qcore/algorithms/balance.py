@@ -315,7 +315,7 @@ def apply_scale(ctx: AlgorithmContext, group: Group, s: torch.Tensor) -> None:
             layer.input_multiplier = inv if layer.input_multiplier is None else layer.input_multiplier * inv
     if group.producer is None:
         for layer in group.layers:
-            layer.input_scale = inv if layer.input_scale is None else layer.input_scale * inv
+            ctx.scale_input(layer, inv)
         return
     producer = modules[group.producer]
     if isinstance(producer, nn.Linear):

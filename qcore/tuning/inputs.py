@@ -5,9 +5,9 @@ its observers) on the same inputs; `LayerInputs.record` runs the data through
 the float model once, with the sample limit `qcore.quantize` applies, and
 `Replay` feeds the recorded inputs to the pipeline's hooks instead of running
 the model again. After a transform moved a layer's input (SmoothQuant, AWQ),
-the replay feeds what the transformed model would: the recorded input times
-the layer's `input_multiplier`, divided by the part the layer applies itself
-(`input_scale`).
+the replay feeds what the transformed model's layer would compute on: the
+recorded input times the layer's `input_multiplier` (the part folded into
+other ops and the part the layer applies itself alike).
 """
 
 from __future__ import annotations
@@ -56,12 +56,9 @@ class LayerInputs:
 
 
 def _factor(layer: LayerWork | None) -> torch.Tensor | None:
-    """What the layer's module receives now relative to the recorded input (None: the same)."""
-    if layer is None or layer.input_multiplier is None:
-        return None
-    if layer.input_scale is None:
-        return layer.input_multiplier
-    return layer.input_multiplier / layer.input_scale
+    """What the layer's kernel sees now relative to the recorded input (None: the same); the pipeline's
+    hooks see that, the part the layer applies itself (`input_scale`) included."""
+    return None if layer is None else layer.input_multiplier
 
 
 class Replay(CalibrationSource):
